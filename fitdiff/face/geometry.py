@@ -1,0 +1,118 @@
+"""Per-vertex differential geometry of triangle meshes: normals and tangent frames for normal mapping.
+
+All functions are batched over meshes that share one triangle list, differentiable, and follow the
+device and dtype of ``vertices``. Conventions: triangles counter-clockwise seen from outside, so face
+normals point outwards by the right-hand rule; tangents follow +u and bitangents +v of the UV layout.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["face_normals", "vertex_normals", "tangent_frames"]
+
+_EPS = 1e-12
+
+
+def _check(vertices: torch.Tensor, faces: torch.Tensor) -> None:
+    if vertices.dim() != 3 or vertices.shape[-1] != 3:
+        raise ValueError(f"vertices must be (B, V, 3), got {tuple(vertices.shape)}")
+    if faces.dim() != 2 or faces.shape[-1] != 3:
+        raise ValueError(f"faces must be (F, 3), got {tuple(faces.shape)}")
+
+
+def _face_cross(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """(B, F, 3) cross products (v1 - v0) x (v2 - v0): direction = normal, length = 2 x area."""
+    v0, v1, v2 = (vertices[:, faces[:, i]] for i in range(3))
+    return torch.cross(v1 - v0, v2 - v0, dim=-1)
+
+
+def face_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Unit outward normals of each triangle.
+
+    Args:
+        vertices: (B, V, 3) positions.
+        faces: (F, 3) long vertex indices, counter-clockwise seen from outside.
+
+    Returns:
+        (B, F, 3) unit vectors (zero-area triangles give a zero vector).
+    """
+    _check(vertices, faces)
+    return F.normalize(_face_cross(vertices, faces), dim=-1, eps=_EPS)
+
+
+def _scatter_to_vertices(per_face: torch.Tensor, faces: torch.Tensor, n_vertices: int) -> torch.Tensor:
+    """Sum a (B, F, C) per-face quantity onto the three corners of each face -> (B, V, C)."""
+    batch, _, channels = per_face.shape
+    out = per_face.new_zeros(batch, n_vertices, channels)
+    for corner in range(3):
+        out = out.index_add(1, faces[:, corner], per_face)
+    return out
+
+
+def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Area-weighted unit vertex normals.
+
+    Args:
+        vertices: (B, V, 3) positions.
+        faces: (F, 3) long vertex indices, counter-clockwise seen from outside.
+
+    Returns:
+        (B, V, 3) unit normals; vertices used by no triangle get a zero vector.
+    """
+    _check(vertices, faces)
+    summed = _scatter_to_vertices(_face_cross(vertices, faces), faces, vertices.shape[1])
+    return F.normalize(summed, dim=-1, eps=_EPS)
+
+
+def tangent_frames(
+    vertices: torch.Tensor,
+    faces: torch.Tensor,
+    uvs: torch.Tensor,
+    uv_faces: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-vertex tangent frames (T, B, N) for tangent-space normal mapping.
+
+    The tangent is the surface direction of increasing u and the bitangent that of increasing v, solved
+    per triangle from its UV parametrisation, accumulated on vertices with area weighting, then
+    Gram-Schmidt orthogonalised against the vertex normal. A vertex that appears with several UVs (a seam)
+    averages the frames of its corners. The bitangent is rebuilt as N x T and flipped where the UV layout
+    is mirrored so that it keeps pointing along +v.
+
+    Args:
+        vertices: (B, V, 3) positions.
+        faces: (F, 3) long vertex indices.
+        uvs: (T, 2) texture coordinates in [0, 1] (v = 0 at the bottom of the image).
+        uv_faces: (F, 3) long indices into ``uvs``.
+
+    Returns:
+        tangents, bitangents, normals: each (B, V, 3), unit length.
+    """
+    _check(vertices, faces)
+    if uv_faces.shape != faces.shape:
+        raise ValueError(f"uv_faces {tuple(uv_faces.shape)} must match faces {tuple(faces.shape)}")
+    if uvs.dim() != 2 or uvs.shape[-1] != 2:
+        raise ValueError(f"uvs must be (T, 2), got {tuple(uvs.shape)}")
+    normals = vertex_normals(vertices, faces)
+
+    p0, p1, p2 = (vertices[:, faces[:, i]] for i in range(3))
+    uv = uvs.to(vertices.dtype)
+    t0, t1, t2 = (uv[uv_faces[:, i]] for i in range(3))
+    e1, e2 = p1 - p0, p2 - p0  # (B, F, 3)
+    d1, d2 = t1 - t0, t2 - t0  # (F, 2)
+    # Solve [e1; e2] = [[du1, dv1], [du2, dv2]] [T; B]; multiplying by det keeps weights area-proportional
+    # and avoids dividing by tiny UV areas.
+    det = d1[:, 0] * d2[:, 1] - d2[:, 0] * d1[:, 1]  # (F,) signed 2x UV area
+    sign = torch.where(det < 0, -1.0, 1.0).to(vertices.dtype)
+    tan_face = (e1 * d2[:, 1, None] - e2 * d1[:, 1, None]) * sign[:, None]
+    bit_face = (e2 * d1[:, 0, None] - e1 * d2[:, 0, None]) * sign[:, None]
+
+    n_vertices = vertices.shape[1]
+    tangent = _scatter_to_vertices(tan_face, faces, n_vertices)
+    bitangent = _scatter_to_vertices(bit_face, faces, n_vertices)
+
+    tangent = F.normalize(tangent - (tangent * normals).sum(-1, keepdim=True) * normals, dim=-1, eps=_EPS)
+    rebuilt = torch.cross(normals, tangent, dim=-1)
+    handed = torch.where((rebuilt * bitangent).sum(-1, keepdim=True) < 0, -1.0, 1.0).to(vertices.dtype)
+    return tangent, rebuilt * handed, normals

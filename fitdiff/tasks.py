@@ -1,0 +1,168 @@
+"""What ``train.py`` and ``evaluate.py`` run: build the objects a config describes and drive Lightning.
+
+Both tasks take a composed Hydra config (``experiments/train.yaml`` / ``experiments/evaluate.yaml``),
+validate it completely before doing any work, save the resolved config in the run directory, and
+return the final metrics as plain floats. Tests call these functions directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from fitdiff.config import ConfigError, validate_config
+from fitdiff.config.instantiate import instantiate_callbacks, instantiate_loggers
+
+log = logging.getLogger(__name__)
+
+__all__ = ["train", "evaluate", "prepare_run", "run_cli"]
+
+RESOLVED_CONFIG = "config_resolved.yaml"
+
+
+def prepare_run(cfg: DictConfig) -> Path:
+    """Validate ``cfg``, apply ``extras``, seed, and save the resolved config; return the run dir."""
+    validate_config(cfg)
+    _single_console_handler()
+    if cfg.extras.ignore_warnings:
+        warnings.filterwarnings("ignore")
+    if cfg.extras.enforce_tags and not cfg.get("tags"):
+        raise ConfigError("extras.enforce_tags is set but 'tags' is empty: pass tags=[...]")
+    os.environ["FITDIFF_ASSETS"] = str(cfg.paths.assets_dir)  # fitdiff.assets.require looks there
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, output_dir / RESOLVED_CONFIG, resolve=True)
+    if cfg.extras.print_config:
+        _print_config(cfg)
+    torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    return output_dir
+
+
+def _single_console_handler() -> None:
+    """Lightning attaches its own console handler; under Hydra's logging every line would print twice."""
+    if not logging.getLogger().handlers:
+        return
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            if type(handler) is logging.StreamHandler:
+                logger.removeHandler(handler)
+        logger.propagate = True  # to the run's console and log-file handlers
+
+
+def _print_config(cfg: DictConfig) -> None:
+    from rich.console import Console
+    from rich.syntax import Syntax
+
+    text = OmegaConf.to_yaml(cfg, resolve=True)
+    Console(stderr=True).print(Syntax(text, "yaml", theme="ansi_dark", background_color="default"))
+
+
+def _build(cfg: DictConfig) -> tuple[Any, L.LightningModule, L.Trainer]:
+    """DataModule, model and trainer (with callbacks and loggers) from ``cfg``."""
+    if cfg.get("data") is None or cfg.get("model") is None:
+        raise ConfigError("the run needs 'data' and 'model': choose an experiment, e.g. experiment=smoke")
+    log.info("data: %s", cfg.data._target_)
+    datamodule = instantiate(cfg.data)
+    log.info("model: %s", cfg.model._target_)
+    model = instantiate(cfg.model)
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    loggers = instantiate_loggers(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    hparams = OmegaConf.to_container(cfg, resolve=True)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(hparams)
+    return datamodule, model, trainer
+
+
+def _metrics(trainer: L.Trainer) -> dict[str, float]:
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if torch.as_tensor(v).numel() == 1}
+
+
+def _check_ckpt(cfg: DictConfig) -> str | None:
+    ckpt = cfg.get("ckpt_path")
+    if ckpt and not Path(ckpt).is_file():
+        raise ConfigError(f"ckpt_path: no checkpoint file at {ckpt}")
+    return ckpt
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit (and optionally test) the model a config describes.
+
+    Returns:
+        The trainer's final callback metrics (train, val and, with ``test=true``, test), as floats.
+    """
+    prepare_run(cfg)
+    ckpt = _check_ckpt(cfg)
+    datamodule, model, trainer = _build(cfg)
+    try:
+        if cfg.train:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt)
+        metrics = _metrics(trainer)
+        if cfg.test:
+            callback = trainer.checkpoint_callback
+            best = callback.best_model_path if cfg.train and callback is not None else ""
+            if cfg.train and not best:
+                log.warning("no best checkpoint recorded: testing the final weights")
+            trainer.test(model, datamodule=datamodule, ckpt_path=best or (None if cfg.train else ckpt))
+            metrics.update(_metrics(trainer))
+    finally:
+        _finish_loggers(trainer)
+    return metrics
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Test a trained checkpoint (``ckpt_path=...``) on the test split; return the test metrics."""
+    prepare_run(cfg)
+    ckpt = _check_ckpt(cfg)
+    if not ckpt:
+        raise ConfigError("evaluate needs a checkpoint: ckpt_path=/path/to/model.ckpt")
+    datamodule, model, trainer = _build(cfg)
+    try:
+        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt)
+    finally:
+        _finish_loggers(trainer)
+    return _metrics(trainer)
+
+
+def _finish_loggers(trainer: L.Trainer) -> None:
+    """Close W&B runs so a multirun's next job starts a new one."""
+    for logger in trainer.loggers:
+        finalize = getattr(logger, "finalize", None)
+        if finalize is not None:
+            finalize("success")
+    if "wandb" in sys.modules:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+
+
+def run_cli(task: Callable[[DictConfig], dict[str, float]], cfg: DictConfig) -> float | None:
+    """Run ``task`` for a command-line entry point.
+
+    A configuration error is reported on one line and exits with status 2 before any work starts.
+    Returns the value of ``cfg.optimized_metric`` for Hydra sweepers, when set.
+    """
+    try:
+        metrics = task(cfg)
+    except ConfigError as exc:
+        log.error("configuration error: %s", exc)
+        raise SystemExit(2) from None
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    if name not in metrics:
+        raise ConfigError(f"optimized_metric '{name}' was not logged; logged metrics: {sorted(metrics)}")
+    return metrics[name]
