@@ -1,0 +1,41 @@
+# Two entry points (see README): `make quickstart` and `make test`. Both create the virtual environment
+# in $(VENV) when it is missing and (re)install the package when setup.cfg or pyproject.toml change.
+PYTHON3 ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.fitdiff-installed
+PYTEST_ARGS ?=
+PIP_FLAGS ?= --progress-bar off --disable-pip-version-check
+
+.PHONY: quickstart test test-fast lint format install clean clean-venv
+
+quickstart: $(STAMP)  ## run the whole pipeline end to end on the embedded synthetic dataset
+	$(PY) -m fitdiff.quickstart
+
+test: $(STAMP)  ## the full test suite (slow end-to-end tests included); exit 1 if nothing was collected
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; exit 1; fi; exit $$rc
+
+test-fast: $(STAMP)  ## unit tests only
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+
+install: $(STAMP)
+
+$(PY):
+	$(PYTHON3) -m venv $(VENV)
+
+$(STAMP): $(PY) setup.cfg pyproject.toml
+	$(PY) -m pip install $(PIP_FLAGS) -e '.[dev]'
+	touch $(STAMP)
+
+clean:
+	rm -rf outputs multirun .pytest_cache .ruff_cache
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,24 @@
+"""Helpers shared by test modules (import as ``from helpers import ...``)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_script(*args: str, cwd: Path | None = None, timeout: float = 300, env: dict | None = None):
+    """Run ``python <args>`` from the repository root (stdin closed); return the CompletedProcess."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd or REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        env=full_env,
+    )

@@ -1,0 +1,92 @@
+"""The training stack end to end on the smoke experiment: run dir, checkpoints, resume, evaluate, loggers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from fitdiff import tasks
+from helpers import run_script
+
+
+def _train(compose_train, *overrides):
+    cfg = compose_train("smoke", "logger=csv", *overrides)
+    metrics = tasks.train(cfg)
+    return cfg, metrics, Path(cfg.paths.output_dir)
+
+
+def _global_step(ckpt: Path) -> int:
+    return torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"]
+
+
+def test_smoke_training_writes_run_directory(compose_train):
+    cfg, metrics, out = _train(compose_train, "test=true")
+    resolved = OmegaConf.load(out / tasks.RESOLVED_CONFIG)
+    assert resolved.trainer.max_epochs == cfg.trainer.max_epochs
+    assert "${" not in OmegaConf.to_yaml(resolved)  # fully resolved
+    assert _global_step(out / "checkpoints" / "last.ckpt") == 16  # 2 epochs x 8 batches
+    assert {"train/loss", "val/loss", "test/loss"} <= set(metrics)
+    assert (out / "csv" / "metrics.csv").read_text().count("\n") > 1
+
+
+def test_resume_continues_from_checkpoint(compose_train, tmp_path):
+    _, _, first = _train(compose_train)
+    ckpt = first / "checkpoints" / "last.ckpt"
+    first_weights = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    resumed_dir = tmp_path / "resumed"
+    cfg = compose_train("smoke", "logger=csv", f"ckpt_path={ckpt}", "trainer.max_epochs=3")
+    cfg.paths.output_dir = str(resumed_dir)
+    tasks.train(cfg)
+    state = torch.load(resumed_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert state["global_step"] == 24  # 16 restored + 8 new, not 24 from scratch with 3 epochs
+    assert not torch.equal(state["state_dict"]["layer.weight"], first_weights["layer.weight"])
+
+
+def test_missing_checkpoint_is_a_config_error(compose_train):
+    from fitdiff.config import ConfigError
+
+    cfg = compose_train("smoke", "logger=csv", "ckpt_path=/nonexistent/model.ckpt")
+    with pytest.raises(ConfigError, match="/nonexistent/model.ckpt"):
+        tasks.train(cfg)
+
+
+def test_evaluate_tests_a_checkpoint(compose_train):
+    _, _, out = _train(compose_train)
+    cfg = compose_train("smoke", f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}", config_name="evaluate")
+    metrics = tasks.evaluate(cfg)
+    assert set(metrics) == {"test/loss"}
+    assert (Path(cfg.paths.output_dir) / "csv" / "metrics.csv").is_file()
+
+
+def test_default_wandb_logger_runs_offline_without_key(compose_train):
+    cfg = compose_train("smoke")  # default logger: wandb, mode auto, no API key in the environment
+    tasks.train(cfg)
+    runs = list((Path(cfg.paths.output_dir) / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))
+
+
+@pytest.mark.slow
+def test_command_line_run_and_multirun(tmp_path):
+    result = run_script(
+        "train.py", "-m", "experiment=smoke", "logger=csv", "seed=1,2", f"hydra.sweep.dir={tmp_path}"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    for job in ("0", "1"):
+        saved = OmegaConf.load(tmp_path / job / tasks.RESOLVED_CONFIG)
+        assert saved.seed == int(job) + 1
+        assert (tmp_path / job / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes(tmp_path):
+    result = run_script(
+        "train.py", "experiment=smoke", "trainer=ddp_cpu", "logger=csv", f"hydra.run.dir={tmp_path}",
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert state["global_step"] == 16
+    assert "MEMBER: 2/2" in result.stdout + result.stderr  # both ranks joined the process group
