@@ -126,7 +126,8 @@ def test_validate_reports_unresolvable_interpolation():
 
 
 def test_check_value_type_rules():
-    from typing import Literal, Optional, Sequence, Union
+    from collections.abc import Sequence
+    from typing import Literal, Optional, Union
 
     assert check_value_type(3, float) and not check_value_type(3.5, int)
     assert not check_value_type(True, int) and check_value_type(True, bool)

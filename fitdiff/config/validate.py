@@ -17,13 +17,13 @@ import difflib
 import inspect
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from pathlib import PurePath
-from typing import Any, Callable
+from typing import Any
 
 from hydra.utils import get_object
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from fitdiff.config.errors import ConfigError
 
@@ -159,7 +159,7 @@ def check_value_type(value: Any, hint: Any) -> bool:
     if hint in _SCALARS:
         return _scalar_matches(value, hint)
     if origin in (list, tuple, set, frozenset) or _is_abstract_sequence(origin or hint):
-        if isinstance(value, str) and _is_abstract_sequence(origin or hint) and not origin in (list, tuple):
+        if isinstance(value, str) and _is_abstract_sequence(origin or hint) and origin not in (list, tuple):
             return True  # Sequence/Iterable hints also admit strings
         if not isinstance(value, list):
             return False
