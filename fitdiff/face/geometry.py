@@ -22,10 +22,17 @@ def _check(vertices: torch.Tensor, faces: torch.Tensor) -> None:
         raise ValueError(f"faces must be (F, 3), got {tuple(faces.shape)}")
 
 
+def _corners(vertices: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The three corner positions of every triangle, each (B, F, 3), gathered in one index_select."""
+    batch = vertices.shape[0]
+    gathered = vertices.index_select(1, faces.reshape(-1)).view(batch, faces.shape[0], 3, 3)
+    return gathered.unbind(2)
+
+
 def _face_cross(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     """(B, F, 3) cross products (v1 - v0) x (v2 - v0): direction = normal, length = 2 x area."""
-    v0, v1, v2 = (vertices[:, faces[:, i]] for i in range(3))
-    return torch.cross(v1 - v0, v2 - v0, dim=-1)
+    v0, v1, v2 = _corners(vertices, faces)
+    return _cross(v1 - v0, v2 - v0)
 
 
 def face_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
@@ -47,8 +54,15 @@ def _scatter_to_vertices(per_face: torch.Tensor, faces: torch.Tensor, n_vertices
     batch, _, channels = per_face.shape
     out = per_face.new_zeros(batch, n_vertices, channels)
     for corner in range(3):
-        out = out.index_add(1, faces[:, corner], per_face)
+        out.index_add_(1, faces[:, corner], per_face)
     return out
+
+
+def _cross(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Cross product over the last axis; written out because torch.cross is slow on CPU for (B, F, 3)."""
+    ax, ay, az = a.unbind(-1)
+    bx, by, bz = b.unbind(-1)
+    return torch.stack([ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx], dim=-1)
 
 
 def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
@@ -94,11 +108,9 @@ def tangent_frames(
         raise ValueError(f"uv_faces {tuple(uv_faces.shape)} must match faces {tuple(faces.shape)}")
     if uvs.dim() != 2 or uvs.shape[-1] != 2:
         raise ValueError(f"uvs must be (T, 2), got {tuple(uvs.shape)}")
-    normals = vertex_normals(vertices, faces)
-
-    p0, p1, p2 = (vertices[:, faces[:, i]] for i in range(3))
+    p0, p1, p2 = _corners(vertices, faces)
     uv = uvs.to(vertices.dtype)
-    t0, t1, t2 = (uv[uv_faces[:, i]] for i in range(3))
+    t0, t1, t2 = uv.index_select(0, uv_faces.reshape(-1)).view(-1, 3, 2).unbind(1)
     e1, e2 = p1 - p0, p2 - p0  # (B, F, 3)
     d1, d2 = t1 - t0, t2 - t0  # (F, 2)
     # Solve [e1; e2] = [[du1, dv1], [du2, dv2]] [T; B]; multiplying by det keeps weights area-proportional
@@ -107,12 +119,14 @@ def tangent_frames(
     sign = torch.where(det < 0, -1.0, 1.0).to(vertices.dtype)
     tan_face = (e1 * d2[:, 1, None] - e2 * d1[:, 1, None]) * sign[:, None]
     bit_face = (e2 * d1[:, 0, None] - e1 * d2[:, 0, None]) * sign[:, None]
+    normal_face = _cross(e1, e2)
 
-    n_vertices = vertices.shape[1]
-    tangent = _scatter_to_vertices(tan_face, faces, n_vertices)
-    bitangent = _scatter_to_vertices(bit_face, faces, n_vertices)
+    # one scatter for the three per-face vectors
+    summed = _scatter_to_vertices(torch.cat([normal_face, tan_face, bit_face], -1), faces, vertices.shape[1])
+    normals = F.normalize(summed[..., 0:3], dim=-1, eps=_EPS)
+    tangent, bitangent = summed[..., 3:6], summed[..., 6:9]
 
     tangent = F.normalize(tangent - (tangent * normals).sum(-1, keepdim=True) * normals, dim=-1, eps=_EPS)
-    rebuilt = torch.cross(normals, tangent, dim=-1)
+    rebuilt = _cross(normals, tangent)
     handed = torch.where((rebuilt * bitangent).sum(-1, keepdim=True) < 0, -1.0, 1.0).to(vertices.dtype)
     return tangent, rebuilt * handed, normals
