@@ -1,0 +1,102 @@
+"""Face dataset: sample schema and validation, deterministic shard writing, manifest, the DataModule.
+
+Writing (a dataset generator or ``data_prep/build_shards.py``)::
+
+    from fitdiff.data import DatasetWriter, FaceSample, SampleSpec
+    with DatasetWriter(out_dir, spec, samples_per_shard=256) as writer:
+        writer.write("train", FaceSample(key="s001_0", image=..., ...))
+
+Reading: ``FaceDataModule(data_dir, batch_size=...)`` yields :class:`FaceBatch` objects. The DataModule
+(and with it Lightning) is imported on first use, so the data tools start quickly.
+"""
+
+from typing import Any
+
+from fitdiff.data.batch import FaceBatch, FaceCollate, PhotoJitter
+from fitdiff.data.errors import DataError, ManifestError, SampleError, ShardError
+from fitdiff.data.folder import FolderDataset, find_sample_folders, read_folder_members, write_sample_folder
+from fitdiff.data.landmarks import five_point_landmarks
+from fitdiff.data.manifest import (
+    MANIFEST_NAME,
+    SCHEMA_VERSION,
+    SPLITS,
+    Manifest,
+    ShardEntry,
+    load_manifest,
+    sha256_file,
+    shard_name,
+    write_manifest,
+)
+from fitdiff.data.random_sample import random_sample, random_spec
+from fitdiff.data.sample import (
+    FIELDS,
+    MEMBERS,
+    FaceSample,
+    check_key,
+    decode_sample,
+    encode_sample,
+    make_key,
+    subject_of,
+)
+from fitdiff.data.stats import DatasetStats, Moments
+from fitdiff.data.stream import ShardStream, read_shard, split_by_rank
+from fitdiff.data.validation import SampleSpec, validate_sample
+from fitdiff.data.writer import DatasetWriter, ShardInfo, ShardWriter, dataset_statistics
+
+__all__ = [
+    "AUTOENCODER_FIELDS",
+    "DataError",
+    "DatasetStats",
+    "DatasetWriter",
+    "FIELDS",
+    "FaceBatch",
+    "FaceCollate",
+    "FaceDataModule",
+    "FaceSample",
+    "FolderDataset",
+    "MANIFEST_NAME",
+    "MEMBERS",
+    "Manifest",
+    "ManifestError",
+    "Moments",
+    "PhotoJitter",
+    "SCHEMA_VERSION",
+    "SPLITS",
+    "SampleError",
+    "SampleSpec",
+    "ShardEntry",
+    "ShardError",
+    "ShardInfo",
+    "ShardStream",
+    "ShardWriter",
+    "check_key",
+    "dataset_statistics",
+    "decode_sample",
+    "encode_sample",
+    "find_sample_folders",
+    "five_point_landmarks",
+    "load_manifest",
+    "make_key",
+    "random_sample",
+    "random_spec",
+    "read_folder_members",
+    "read_shard",
+    "resolve_rank",
+    "sha256_file",
+    "shard_name",
+    "split_by_rank",
+    "subject_of",
+    "validate_sample",
+    "write_manifest",
+    "write_sample_folder",
+]
+
+_LAZY = {"FaceDataModule", "AUTOENCODER_FIELDS", "resolve_rank"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from fitdiff.data import datamodule
+
+        return getattr(datamodule, name)
+    raise AttributeError(f"module 'fitdiff.data' has no attribute {name!r}")

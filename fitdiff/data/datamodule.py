@@ -1,0 +1,248 @@
+"""The LightningDataModule of both training stages: manifest-checked WebDataset shards -> FaceBatch.
+
+Training: shards resampled per rank, a sample shuffle buffer, optional photo colour jitter, and a fixed
+number of steps per epoch on every rank (derived from the manifest, batch size and world size, or set
+with ``steps_per_epoch``). Validation / test: every sample of the rank's shards once, in a fixed order.
+
+Hydra: ``experiments/data/shards.yaml`` (``_target_: fitdiff.data.FaceDataModule``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from fitdiff.data.batch import FaceCollate, PhotoJitter
+from fitdiff.data.manifest import Manifest, load_manifest
+from fitdiff.data.sample import FIELDS
+from fitdiff.data.stream import ShardStream
+from fitdiff.data.validation import SampleSpec
+
+__all__ = ["FaceDataModule", "resolve_rank"]
+
+log = logging.getLogger(__name__)
+
+#: fields each training stage needs
+AUTOENCODER_FIELDS = ("diffuse", "specular", "normals")
+
+
+def resolve_rank(trainer: L.Trainer | None = None) -> tuple[int, int]:
+    """(rank, world size): from the trainer, else ``RANK``/``WORLD_SIZE``, else torch.distributed, else (0, 1)."""
+    if trainer is not None:
+        return int(trainer.global_rank), int(trainer.world_size)
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class _EpochLoader(DataLoader):
+    """DataLoader that tells its stream the epoch before each pass (new resampling seeds per epoch)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._passes = 0
+
+    def __iter__(self):
+        self.dataset.set_epoch(self._passes)
+        self._passes += 1
+        return super().__iter__()
+
+
+class _SizedShardStream(ShardStream):
+    """Training stream with a known length (samples per rank per epoch), so loaders report their steps."""
+
+    def __init__(self, *args, length: int, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.length = int(length)
+
+    def __len__(self) -> int:
+        return self.length
+
+
+class FaceDataModule(L.LightningDataModule):
+    """Face shards (made by ``data_prep/build_shards.py`` or ``make_synthetic.py``) for training.
+
+    Batches are :class:`fitdiff.data.FaceBatch`.
+
+    Args:
+        data_dir: folder with ``manifest.json`` and the shards.
+        batch_size: training batch size per process.
+        val_batch_size: validation / test batch size (default ``batch_size``).
+        num_workers: DataLoader worker processes (0 = load in the main process).
+        fields: sample fields to load (default all: image, diffuse, specular, normals, shape, identity,
+            landmarks, meta); e.g. ``[diffuse, specular, normals]`` for the autoencoder stage. The members
+            of other fields are skipped without decoding.
+        shuffle_buffer: training sample-shuffle buffer (samples held per worker).
+        steps_per_epoch: training steps per epoch on every rank; default
+            ``ceil(train samples / (batch_size * world_size))``, rounded up to a multiple of the workers.
+        seed: base seed of the training shard resampling and shuffling (default: fresh per run).
+        validate_samples: run the full schema check (ranges, unit normals, identity norm, ...) on every
+            decoded sample; decoding, dtype and rank checks always run.
+        verify_checksums: hash every shard at setup against the manifest (slow for large datasets).
+        jitter_brightness, jitter_contrast, jitter_saturation, jitter_hue: photo colour augmentation of
+            training batches (torchvision ColorJitter ranges; 0 disables); never applied to val / test.
+        pin_memory: pin batches for faster host-to-GPU copies (default: when CUDA is available).
+        persistent_workers: keep workers alive between epochs (when ``num_workers > 0``).
+        rank, world_size: override the data-parallel rank / world size (default: the trainer's, else
+            ``RANK`` / ``WORLD_SIZE``, else a single process).
+    """
+
+    def __init__(
+        self,
+        data_dir: str,
+        batch_size: int = 8,
+        val_batch_size: int | None = None,
+        num_workers: int = 0,
+        fields: list[str] | None = None,
+        shuffle_buffer: int = 1000,
+        steps_per_epoch: int | None = None,
+        seed: int | None = None,
+        validate_samples: bool = True,
+        verify_checksums: bool = False,
+        jitter_brightness: float = 0.0,
+        jitter_contrast: float = 0.0,
+        jitter_saturation: float = 0.0,
+        jitter_hue: float = 0.0,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = True,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.data_dir = Path(data_dir)
+        self.batch_size = int(batch_size)
+        self.val_batch_size = int(val_batch_size or batch_size)
+        self.num_workers = int(num_workers)
+        self.fields = tuple(FIELDS if fields is None else fields)
+        unknown = [f for f in self.fields if f not in FIELDS]
+        if unknown:
+            raise ValueError(f"unknown field(s) {', '.join(unknown)}; fields: {', '.join(FIELDS)}")
+        if self.batch_size < 1 or self.num_workers < 0:
+            raise ValueError("batch_size must be >= 1 and num_workers >= 0")
+        self.shuffle_buffer = int(shuffle_buffer)
+        self.requested_steps = steps_per_epoch
+        self.seed = int(seed) if seed is not None else random.SystemRandom().randrange(2**31)
+        self.validate_samples = validate_samples
+        self.verify_checksums = verify_checksums
+        self.jitter = PhotoJitter(jitter_brightness, jitter_contrast, jitter_saturation, jitter_hue)
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
+        self.persistent_workers = persistent_workers
+        self._rank_override = (rank, world_size)
+        self.manifest: Manifest | None = None
+        self.rank, self.world_size = 0, 1
+        self.streams: dict[str, ShardStream] = {}
+        self.steps_per_epoch = 0
+
+    # ----------------------------------------------------------------------------------------- setup
+
+    @property
+    def spec(self) -> SampleSpec:
+        """The dataset's sample spec (after :meth:`setup`)."""
+        if self.manifest is None:
+            raise RuntimeError("FaceDataModule.setup() has not run yet")
+        return self.manifest.spec
+
+    def _resolve_rank(self) -> tuple[int, int]:
+        rank, world = self._rank_override
+        if rank is not None or world is not None:
+            if rank is None or world is None:
+                raise ValueError("pass both rank and world_size, or neither")
+            return int(rank), int(world)
+        return resolve_rank(getattr(self, "trainer", None))
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load and check the manifest, then build the streams ``stage`` needs (all when ``None``)."""
+        splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}.get(
+            stage or "", ("train", "val", "test")
+        )
+        self.manifest = load_manifest(self.data_dir)
+        self.manifest.check(self.data_dir, verify_checksums=self.verify_checksums, splits=splits)
+        self.rank, self.world_size = self._resolve_rank()
+        for split in splits:
+            self.streams[split] = self._stream(split)
+
+    def _stream(self, split: str) -> ShardStream:
+        assert self.manifest is not None
+        entries = [e for e in self.manifest.shards_for(split) if e.samples > 0]
+        paths = [str(self.data_dir / e.name) for e in entries]
+        counts = [e.samples for e in entries]
+        common = dict(counts=counts, spec=self.manifest.spec, fields=self.fields, rank=self.rank,
+                      world_size=self.world_size, validate=self.validate_samples)
+        if split != "train":
+            if not entries:
+                log.info("%s: the manifest lists no %s samples", self.data_dir, split)
+            elif len(entries) < self.world_size:
+                log.warning("%s: %d %s shard(s) for %d ranks: some ranks get no %s samples",
+                            self.data_dir, len(entries), split, self.world_size, split)
+            return ShardStream(paths, train=False, **common)
+        if not entries:
+            raise ValueError(f"{self.data_dir}: the manifest lists no training samples")
+        if len(entries) < self.world_size:
+            log.warning("%d training shard(s) for %d ranks: every rank resamples all of them", len(entries),
+                        self.world_size)
+        workers = max(1, self.num_workers)
+        total = self.manifest.counts["train"]
+        steps = self.requested_steps or math.ceil(total / (self.batch_size * self.world_size))
+        per_worker = math.ceil(max(1, steps) / workers)
+        self.steps_per_epoch = per_worker * workers
+        if self.requested_steps and self.steps_per_epoch != self.requested_steps:
+            log.info("steps_per_epoch %d rounded up to %d (a multiple of %d workers)", self.requested_steps,
+                     self.steps_per_epoch, workers)
+        return _SizedShardStream(
+            paths, train=True, samples_per_worker=per_worker * self.batch_size, shuffle_buffer=self.shuffle_buffer,
+            seed=self.seed, length=self.steps_per_epoch * self.batch_size, **common,
+        )
+
+    # ----------------------------------------------------------------------------------------- loaders
+
+    def _loader_kwargs(self, workers: int) -> dict:
+        return dict(
+            num_workers=workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers and workers > 0,
+        )
+
+    def _get(self, split: str) -> ShardStream:
+        if split not in self.streams:
+            raise RuntimeError(f"no {split} stream: call setup() with the matching stage first")
+        return self.streams[split]
+
+    def train_dataloader(self) -> DataLoader:
+        """Infinite-resampled training loader: exactly :attr:`steps_per_epoch` batches per epoch and rank."""
+        stream = self._get("train")
+        return _EpochLoader(
+            stream, batch_size=self.batch_size, drop_last=True,
+            collate_fn=FaceCollate(self.fields, self.jitter), **self._loader_kwargs(self.num_workers),
+        )
+
+    def _eval_loader(self, split: str) -> DataLoader | list:
+        stream = self._get(split)
+        n_shards = len(stream.rank_shards())
+        if n_shards == 0:
+            return []
+        workers = min(self.num_workers, n_shards)  # more workers than shards would idle
+        return DataLoader(
+            stream, batch_size=self.val_batch_size, drop_last=False,
+            collate_fn=FaceCollate(self.fields), **self._loader_kwargs(workers),
+        )
+
+    def val_dataloader(self) -> DataLoader | list:
+        """Validation loader: every sample of this rank's val shards once, in a fixed order."""
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader | list:
+        """Test loader: every sample of this rank's test shards once, in a fixed order."""
+        return self._eval_loader("test")
+
+    def predict_dataloader(self) -> DataLoader | list:
+        """The test split, as for :meth:`test_dataloader`."""
+        return self._eval_loader("test")

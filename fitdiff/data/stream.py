@@ -1,0 +1,194 @@
+"""Reading shards as a stream of decoded samples: the IterableDataset behind the DataModule.
+
+Built on webdataset 1.0.2 stages: ``ResampledShards`` (training: shards drawn with replacement, which is
+also the shard shuffle), ``tarfile_samples`` (tar members grouped into samples), ``shuffle`` (sample
+buffer), ``split_by_worker`` and ``DataPipeline.with_epoch``. Decoding uses only the safe decoders of
+:mod:`fitdiff.data.codecs`; webdataset's own decoders (which may unpickle) are never used.
+
+Ranks are split here with a rank and world size fixed when the stream is built (at DataModule setup,
+from the trainer) instead of ``wds.split_by_node``, which would look them up again inside each worker
+process, where the process group may not exist.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+import webdataset as wds
+from torch.utils.data import IterableDataset
+
+from fitdiff.data.errors import SampleError, ShardError
+from fitdiff.data.sample import FIELDS, MEMBERS, FaceSample, decode_sample
+from fitdiff.data.validation import SampleSpec, validate_sample
+
+__all__ = ["ShardStream", "read_shard", "split_by_rank"]
+
+log = logging.getLogger(__name__)
+
+
+class _SelectMembers:
+    """Tar member filter keeping only the members of the requested fields (the rest is skipped unread)."""
+
+    def __init__(self, fields: tuple[str, ...]) -> None:
+        self.suffixes = frozenset(MEMBERS[f] for f in fields)
+
+    def __call__(self, fname: str) -> bool:
+        base = fname.rsplit("/", 1)[-1]
+        return base.partition(".")[2].lower() in self.suffixes
+
+
+def read_shard(path: str, fields: tuple[str, ...] | None = None, expected: int | None = None) -> Iterator[dict]:
+    """Raw samples (``{"__key__", "__url__", "<member>": bytes}``) of one tar shard, in file order.
+
+    Args:
+        path: shard file.
+        fields: only read the members of these fields (default: every member, unknown ones included).
+        expected: the manifest's sample count; a complete read that finds another number raises.
+
+    Raises:
+        ShardError: the file is missing, not a tar archive, truncated, or holds ``expected`` != samples
+            found; the message names the shard and the last good sample key.
+    """
+    select = None if fields is None else _SelectMembers(tuple(fields))
+    last_key: str | None = None
+    count = 0
+    try:
+        for sample in wds.tarfile_samples([{"url": path}], handler=wds.reraise_exception, select_files=select):
+            last_key = sample["__key__"]
+            count += 1
+            yield sample
+    except (SampleError, ShardError):
+        raise
+    except Exception as exc:  # tarfile.ReadError, OSError, ValueError (duplicate member) ...
+        where = f"after sample {last_key!r}" if last_key is not None else "before the first sample"
+        reason = exc.args[0] if exc.args else type(exc).__name__
+        raise ShardError(f"shard {path}: cannot read the tar archive {where}: {reason}") from exc
+    if expected is not None and count != expected:
+        raise ShardError(
+            f"shard {path}: holds {count} samples but the manifest lists {expected} (truncated or replaced?)"
+        )
+
+
+def split_by_rank(items: list, rank: int, world_size: int) -> list:
+    """Every ``world_size``-th item starting at ``rank`` (disjoint, and together complete, over ranks)."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} out of range for world size {world_size}")
+    return items[rank::world_size]
+
+
+def _worker() -> tuple[int, int]:
+    info = torch.utils.data.get_worker_info()
+    return (0, 1) if info is None else (info.id, info.num_workers)
+
+
+class ShardStream(IterableDataset):
+    """Decoded :class:`FaceSample` objects from a list of shards, for one rank.
+
+    Two modes:
+
+    * ``train=True``: this rank's shards (``shards[rank::world_size]``; all shards when there are fewer
+      than ranks) are drawn with replacement (``ResampledShards``), samples pass a shuffle buffer, and
+      each worker yields exactly ``samples_per_worker`` samples (``with_epoch``). Every rank thus runs
+      the same number of steps whatever its shards hold.
+    * ``train=False``: this rank's shards, split over workers, read once in order. On one process every
+      sample appears exactly once, in a fixed order.
+
+    Args:
+        shards: shard paths.
+        counts: sample count per shard (from the manifest): checked when a shard is read to its end.
+        spec: the dataset spec (for validation).
+        fields: fields to decode (default all); the other members are not read.
+        train: training mode (see above).
+        rank, world_size: this process's place among the data-parallel processes.
+        samples_per_worker: training samples per worker per epoch.
+        shuffle_buffer: training sample-shuffle buffer size (0 or 1 disables).
+        seed: base seed; the epoch, rank and worker are mixed in.
+        validate: run :func:`validate_sample` on each decoded sample (else only decoding checks).
+    """
+
+    def __init__(
+        self,
+        shards: list[str],
+        *,
+        counts: list[int] | None = None,
+        spec: SampleSpec | None = None,
+        fields: tuple[str, ...] | None = None,
+        train: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+        samples_per_worker: int | None = None,
+        shuffle_buffer: int = 1000,
+        seed: int = 0,
+        validate: bool = True,
+    ) -> None:
+        super().__init__()
+        if train and not samples_per_worker:
+            raise ValueError("a training stream needs samples_per_worker")
+        if validate and spec is None:
+            raise ValueError("validate=True needs the dataset spec")
+        self.shards = [str(s) for s in shards]
+        self.counts = list(counts) if counts is not None else [None] * len(self.shards)
+        self.spec = spec
+        self.fields = tuple(FIELDS if fields is None else fields)
+        self.train = train
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.samples_per_worker = samples_per_worker
+        self.shuffle_buffer = int(shuffle_buffer)
+        self.seed = int(seed)
+        self.validate = validate
+        self.epoch = 0
+        split_by_rank([], self.rank, self.world_size)  # range check
+
+    def rank_shards(self) -> list[tuple[str, int | None]]:
+        """(path, count) of the shards this rank reads."""
+        pairs = list(zip(self.shards, self.counts))
+        if self.train and len(pairs) < self.world_size:
+            return pairs  # too few shards to split: every rank resamples them all
+        return split_by_rank(pairs, self.rank, self.world_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch mixed into the training seeds (the DataModule's loader calls this)."""
+        self.epoch = int(epoch)
+
+    def _decode(self, source: Iterator[dict]) -> Iterator[FaceSample]:
+        for raw in source:
+            shard = os.path.basename(raw.get("__url__", "?"))
+            sample = decode_sample(raw, fields=self.fields, shard=shard)
+            if self.validate:
+                assert self.spec is not None
+                validate_sample(sample, self.spec, fields=self.fields, shard=shard)
+            yield sample
+
+    def _read(self, sources: Iterator[dict]) -> Iterator[dict]:
+        counts = dict(zip(self.shards, self.counts))
+        for source in sources:
+            yield from read_shard(source["url"], self.fields, counts.get(source["url"]))
+
+    def __iter__(self) -> Iterator[FaceSample]:
+        worker, num_workers = _worker()
+        epoch = self.epoch
+        self.epoch += 1  # persistent workers keep their own copy: advance it here as well
+        shards = self.rank_shards()
+        if self.train:
+            seed = wds.utils.make_seed(self.seed, epoch, self.rank, worker)
+            resampled = wds.ResampledShards([p for p, _ in shards], seed=seed, deterministic=True,
+                                            worker_seed=lambda: 0)
+            stages: list = [resampled, self._read]
+            if self.shuffle_buffer > 1:
+                stages.append(wds.shuffle(self.shuffle_buffer, min(self.shuffle_buffer, 100), seed=seed + 1))
+            stages.append(self._decode)
+            pipeline = wds.DataPipeline(*stages).with_epoch(self.samples_per_worker)
+        else:
+            sources = [{"url": p} for p, _ in shards]
+            pipeline = wds.DataPipeline(lambda: wds.split_by_worker(sources), self._read, self._decode)
+        log.debug("rank %d worker %d/%d epoch %d: %d shard(s)", self.rank, worker, num_workers, epoch, len(shards))
+        return iter(pipeline)
+
+    def __repr__(self) -> str:
+        mode = "train" if self.train else "eval"
+        names = ", ".join(Path(s).name for s in self.shards[:3]) + (", ..." if len(self.shards) > 3 else "")
+        return f"ShardStream({mode}, rank {self.rank}/{self.world_size}, {len(self.shards)} shards: {names})"
