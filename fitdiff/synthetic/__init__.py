@@ -1,0 +1,1 @@
+"""The embedded synthetic fitted dataset: procedural subjects with known shape and reflectance."""

@@ -1,0 +1,128 @@
+"""Autoencoder losses: adaptive weight, hinge, angular error, per-branch VQGAN loss, LPIPS loading."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fitdiff.autoencoder import (
+    BranchedVQAutoencoder,
+    PerceptualLoss,
+    VQGANLoss,
+    adaptive_weight,
+    angular_error,
+    hinge_discriminator_loss,
+)
+from fitdiff.autoencoder import perceptual as perceptual_module
+
+TINY = dict(ch=8, ch_mult=[1, 2], num_res_blocks=1, embed_dim=2, quantizer=dict(n_codes=32))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: tiny convolutions run faster, and far faster on a shared, busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _maps(b: int = 2, r: int = 16) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return {
+        "diffuse": torch.rand(b, 3, r, r, generator=g),
+        "specular": torch.rand(b, 1, r, r, generator=g),
+        "normals": F.normalize(torch.randn(b, 3, r, r, generator=g) + torch.tensor([0, 0, 2.0])[:, None, None], dim=1),
+    }
+
+
+def test_adaptive_weight_ratio_clamp_and_finiteness():
+    w = torch.randn(4, 4, requires_grad=True)
+    rec, gan = (3.0 * w).sum(), (0.5 * w).sum()
+    expected = (3.0 * 4) / (0.5 * 4 + 1e-4)  # gradient norms: 3*||1|| and 0.5*||1|| over 16 entries
+    assert math.isclose(float(adaptive_weight(rec, gan, w)), expected, rel_tol=1e-5)
+    # a GAN loss with zero gradient at the layer (a switched-off or constant discriminator): finite, clamped
+    assert float(adaptive_weight(rec, 0.0 * w.sum(), w)) == 1e4
+    # a GAN loss that does not reach the layer at all: finite
+    assert float(adaptive_weight(rec, torch.randn(3, requires_grad=True).sum(), w)) == 1e4
+    # no reconstruction gradient: 0
+    assert float(adaptive_weight(torch.randn(2, requires_grad=True).sum(), gan, w)) == 0.0
+    with torch.no_grad():
+        assert float(adaptive_weight(rec, gan, w)) == 0.0
+
+
+@pytest.mark.parametrize("disc_on", [False, True])
+def test_generator_loss_adaptive_weight_finite_with_discriminator_off_and_on(disc_on):
+    torch.manual_seed(0)
+    net = BranchedVQAutoencoder(**TINY)
+    loss = VQGANLoss(net.maps, net.branches, perceptual_weight=0.0, disc_start=10, disc_ch=8, disc_layers=2)
+    out = net(_maps())
+    step = 10 if disc_on else 9
+    total, logs = loss.generator_loss(out, net.last_layers(), step)
+    assert torch.isfinite(total)
+    for branch in ("diffuse", "specular", "normals"):
+        weight = logs[f"{branch}_d_weight"]
+        assert torch.isfinite(weight)
+        assert (float(weight) > 0) == disc_on
+        assert (f"{branch}_g_loss" in logs) == disc_on
+    total.backward()  # the weights are detached: the graph still backpropagates
+    assert net.decoder_heads["normals"].last_layer.grad is not None
+    assert {"normals_angular", "diffuse_l1", "rec_loss", "vq_loss", "loss"} <= set(logs)
+
+
+def test_discriminator_loss_and_hinge():
+    assert float(hinge_discriminator_loss(torch.full((2,), 2.0), torch.full((2,), -2.0))) == 0.0
+    assert math.isclose(float(hinge_discriminator_loss(torch.zeros(2), torch.zeros(2))), 1.0)
+    net = BranchedVQAutoencoder(**TINY)
+    loss = VQGANLoss(net.maps, net.branches, perceptual_weight=0.0, disc_start=0, disc_ch=8, disc_layers=2)
+    out = net(_maps())
+    d_loss, logs = loss.discriminator_loss(out)
+    d_loss.backward()
+    assert all(p.grad is not None for p in loss.discriminators.parameters())
+    assert all(p.grad is None for p in net.parameters())  # reconstructions are detached
+    assert {"diffuse_d_loss", "normals_logits_real", "d_loss"} <= set(logs)
+
+
+def test_angular_error():
+    a = torch.tensor([0.0, 0.0, 1.0])[None, :, None, None].expand(1, 3, 2, 2)
+    b = torch.tensor([1.0, 0.0, 0.0])[None, :, None, None].expand(1, 3, 2, 2)
+    assert torch.allclose(angular_error(a, b), torch.full((1, 2, 2), math.pi / 2))
+    assert float(angular_error(a, a).max()) < 1e-3
+
+
+def test_lpips_random_backbone_warns_when_weights_are_absent(caplog):
+    with caplog.at_level(logging.WARNING, logger="fitdiff.autoencoder.perceptual"):
+        p = PerceptualLoss()
+    assert "RANDOM backbone" in caplog.text
+    assert not any(q.requires_grad for q in p.parameters())
+    x, y = torch.rand(2, 1, 16, 16) * 2 - 1, torch.rand(2, 1, 16, 16) * 2 - 1
+    d = p(x, y)
+    assert d.shape == (2,) and float(p(x, x).abs().max()) < 1e-6 and float(d.min()) > 0
+    p.train()
+    assert not p.lpips.training  # stays in eval mode
+
+
+def test_lpips_loads_the_backbone_asset(tmp_path, monkeypatch, caplog):
+    import warnings
+
+    import lpips
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torchvision's notice about `pretrained=`
+        vgg = lpips.pretrained_networks.vgg16(pretrained=False)
+    state = {}
+    for key, value in vgg.state_dict().items():  # slice<k>.<index>.<param> -> features.<index>.<param>
+        _, index, param = key.split(".")
+        state[f"features.{index}.{param}"] = torch.full_like(value, 0.01)
+    state["classifier.0.weight"] = torch.zeros(2, 2)  # ignored
+    path = tmp_path / "vgg16.pth"
+    torch.save(state, path)
+    monkeypatch.setattr("fitdiff.assets.require", lambda name, **_: path)
+    with caplog.at_level(logging.INFO, logger="fitdiff.autoencoder.perceptual"):
+        model = perceptual_module.build_lpips()
+    assert "loaded" in caplog.text and "RANDOM" not in caplog.text
+    assert torch.all(getattr(model.net.slice5, "28").weight == 0.01)
