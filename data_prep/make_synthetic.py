@@ -22,7 +22,9 @@ from fitdiff.synthetic.generate import SyntheticConfig, generate_dataset
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", required=True, help="destination folder")
     parser.add_argument("--subjects", type=int, default=200)
     parser.add_argument("--images-per-subject", type=int, default=4)
@@ -30,17 +32,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-res", type=int, default=128, help="side of the photos, pixels")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2, help="rendering processes (1 = no pool)")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads of recognizer training and embedding")
-    parser.add_argument("--val-subjects", type=int, help="held-out validation subjects (overrides --val-fraction)")
-    parser.add_argument("--test-subjects", type=int, help="held-out test subjects (overrides --test-fraction)")
+    parser.add_argument(
+        "--threads", type=int, default=2, help="torch threads of recognizer training and embedding"
+    )
+    parser.add_argument(
+        "--val-subjects", type=int, help="held-out validation subjects (overrides --val-fraction)"
+    )
+    parser.add_argument(
+        "--test-subjects", type=int, help="held-out test subjects (overrides --test-fraction)"
+    )
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--test-fraction", type=float, default=0.1)
     parser.add_argument("--shape-model", help="PCA shape model .npz (default: the procedural model)")
     parser.add_argument("--n-vertices", type=int, default=5000, help="procedural shape model vertices")
     parser.add_argument("--n-components", type=int, default=50, help="procedural shape model components")
-    parser.add_argument("--recognizer", default="train",
-                        help="'train' (default), 'arcface_random', or synthetic-recognizer weights to reuse")
-    parser.add_argument("--recognizer-images", type=int, default=12, help="extra renders per training subject")
+    parser.add_argument(
+        "--recognizer",
+        default="train",
+        help="'train' (default), 'arcface_random', or synthetic-recognizer weights to reuse",
+    )
+    parser.add_argument(
+        "--recognizer-images", type=int, default=12, help="extra renders per training subject"
+    )
     parser.add_argument("--recognizer-epochs", type=int, default=RecognizerTrainingConfig.epochs)
     parser.add_argument("--samples-per-shard", type=int, default=256)
     parser.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
@@ -50,13 +63,27 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = SyntheticConfig(
-            out=args.out, subjects=args.subjects, images_per_subject=args.images_per_subject, uv_res=args.uv_res,
-            image_res=args.image_res, seed=args.seed, workers=args.workers, threads=args.threads,
-            val_subjects=args.val_subjects, test_subjects=args.test_subjects, val_fraction=args.val_fraction,
-            test_fraction=args.test_fraction, shape_model=args.shape_model, n_vertices=args.n_vertices,
-            n_components=args.n_components, recognizer=args.recognizer, recognizer_images=args.recognizer_images,
+            out=args.out,
+            subjects=args.subjects,
+            images_per_subject=args.images_per_subject,
+            uv_res=args.uv_res,
+            image_res=args.image_res,
+            seed=args.seed,
+            workers=args.workers,
+            threads=args.threads,
+            val_subjects=args.val_subjects,
+            test_subjects=args.test_subjects,
+            val_fraction=args.val_fraction,
+            test_fraction=args.test_fraction,
+            shape_model=args.shape_model,
+            n_vertices=args.n_vertices,
+            n_components=args.n_components,
+            recognizer=args.recognizer,
+            recognizer_images=args.recognizer_images,
             training=RecognizerTrainingConfig(epochs=args.recognizer_epochs),
-            samples_per_shard=args.samples_per_shard, overwrite=args.overwrite, progress=not args.no_progress,
+            samples_per_shard=args.samples_per_shard,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
         )
         report = generate_dataset(cfg)
     except (FileExistsError, FileNotFoundError, ValueError) as exc:
@@ -64,8 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     counts = report.manifest.counts
     times = ", ".join(f"{k} {v:.1f}s" for k, v in report.timings.items())
-    print(f"wrote {args.out}: train {counts['train']}, val {counts['val']}, test {counts['test']} samples "
-          f"in {len(report.manifest.shards)} shard(s)")
+    print(
+        f"wrote {args.out}: train {counts['train']}, val {counts['val']}, test {counts['test']} samples "
+        f"in {len(report.manifest.shards)} shard(s)"
+    )
     print(f"recognizer: {report.recognizer}")
     if report.training_loss:
         print(f"recognizer ArcFace loss per epoch: {' '.join(f'{x:.3f}' for x in report.training_loss)}")

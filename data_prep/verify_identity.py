@@ -29,10 +29,14 @@ from fitdiff.synthetic.verification import load_embeddings, verification_auc
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", required=True, help="shard folder with manifest.json")
     parser.add_argument("--splits", default="val,test", help="comma-separated splits to evaluate")
-    parser.add_argument("--recognizer", default="stored", help="'stored' or a registered identity encoder name")
+    parser.add_argument(
+        "--recognizer", default="stored", help="'stored' or a registered identity encoder name"
+    )
     parser.add_argument("--weights", help="encoder weights: a file or 'random'")
     parser.add_argument("--seed", type=int, default=0, help="torch seed of random weights")
     parser.add_argument("--threads", type=int, default=2)

@@ -17,6 +17,7 @@ from .identity import (
     identity_loss,
     register_identity_encoder,
 )
+from . import synthetic_recognizer  # registers the "synthetic_recognizer" identity encoder
 from .shape_model import PCAShapeModel, ShapeModelError
 from .template import make_face_template, make_procedural_shape_model
 

@@ -6,8 +6,8 @@ renders of its *training* subjects (additive angular margin loss, Deng et al. 20
 photo with it, so the identity signal of held-out subjects is real.
 
 Network: 112x112 aligned RGB crops in [0, 1] -> ``2 x - 1`` -> 2x average pooling (56 px) -> a stride-2
-stem and three residual stages (32, 64, 128 channels at 28, 14, 7 px) -> 1x1 reduction to 64 channels ->
-flatten -> linear 512 -> BatchNorm -> L2 normalisation (done by :class:`IdentityEncoder`).
+stem and three residual stages (w, 2w, 4w channels at 28, 14, 7 px; w = 16 by default) -> 1x1 reduction
+to 2w channels -> flatten -> linear 512 -> BatchNorm -> L2 normalisation (by :class:`IdentityEncoder`).
 
 Weights are a plain state dict in a ``.safetensors`` file (or a ``torch.save`` file, read with
 ``weights_only=True``).
@@ -16,6 +16,7 @@ Weights are a plain state dict in a ``.safetensors`` file (or a ``torch.save`` f
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 from collections.abc import Callable
@@ -27,7 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fitdiff.face.identity import IdentityEncoder, WeightsMismatchError, load_state_dict_file, register_identity_encoder
+from fitdiff.face.identity import (
+    IdentityEncoder,
+    WeightsMismatchError,
+    load_state_dict_file,
+    register_identity_encoder,
+)
 
 __all__ = [
     "RecognizerNet",
@@ -42,6 +48,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+_HEADER_KEY = "fitdiff"  # safetensors metadata entry holding the architecture (JSON)
+
 
 def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.PReLU(cout))
@@ -53,8 +61,11 @@ class _Residual(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(channels, channels, 3, 1, 1, bias=False), nn.BatchNorm2d(channels), nn.PReLU(channels),
-            nn.Conv2d(channels, channels, 3, 1, 1, bias=False), nn.BatchNorm2d(channels),
+            nn.Conv2d(channels, channels, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.PReLU(channels),
+            nn.Conv2d(channels, channels, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(channels),
         )
         self.act = nn.PReLU(channels)
 
@@ -65,14 +76,18 @@ class _Residual(nn.Module):
 class RecognizerNet(nn.Module):
     """(B, 3, 112, 112) RGB in [0, 1] -> (B, embedding_dim) raw (not normalised) embeddings."""
 
-    def __init__(self, embedding_dim: int = 512, width: int = 32) -> None:
+    def __init__(self, embedding_dim: int = 512, width: int = 16) -> None:
         super().__init__()
         w = width
         self.features = nn.Sequential(
-            _conv_bn(3, w, 2), _Residual(w),
-            _conv_bn(w, 2 * w, 2), _Residual(2 * w),
-            _conv_bn(2 * w, 4 * w, 2), _Residual(4 * w),
-            nn.Conv2d(4 * w, 2 * w, 1, bias=False), nn.BatchNorm2d(2 * w),
+            _conv_bn(3, w, 2),
+            _Residual(w),
+            _conv_bn(w, 2 * w, 2),
+            _Residual(2 * w),
+            _conv_bn(2 * w, 4 * w, 2),
+            _Residual(4 * w),
+            nn.Conv2d(4 * w, 2 * w, 1, bias=False),
+            nn.BatchNorm2d(2 * w),
         )
         self.dropout = nn.Dropout(0.1)
         self.fc = nn.Linear(2 * w * 7 * 7, embedding_dim)
@@ -93,17 +108,21 @@ class ArcMarginHead(nn.Module):
     Past ``theta + m > pi`` the target logit continues as ``cos(theta) - m sin(m)`` (monotone in theta).
     """
 
-    def __init__(self, embedding_dim: int, n_classes: int, scale: float = 24.0, margin: float = 0.3) -> None:
+    def __init__(self, embedding_dim: int, n_classes: int, scale: float = 16.0, margin: float = 0.3) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(n_classes, embedding_dim))
         nn.init.normal_(self.weight, std=0.01)
         self.scale = scale
         self.margin = margin
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, margin: float | None = None) -> torch.Tensor:
+    def forward(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, margin: float | None = None
+    ) -> torch.Tensor:
         """(B, D) embeddings, (B,) labels -> (B, C) logits; ``margin`` overrides the configured one."""
         m = self.margin if margin is None else margin
-        cos = F.linear(F.normalize(embeddings, dim=-1), F.normalize(self.weight, dim=-1)).clamp(-1 + 1e-7, 1 - 1e-7)
+        cos = F.linear(F.normalize(embeddings, dim=-1), F.normalize(self.weight, dim=-1)).clamp(
+            -1 + 1e-7, 1 - 1e-7
+        )
         target = cos.gather(1, labels[:, None])
         sin = (1.0 - target.pow(2)).sqrt()
         with_margin = target * math.cos(m) - sin * math.sin(m)
@@ -130,11 +149,11 @@ class RecognizerTrainingConfig:
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 5e-4
-    scale: float = 24.0
+    scale: float = 16.0
     margin: float = 0.3
     margin_warmup: float = 0.3
     max_shift: int = 4
-    width: int = 32
+    width: int = 16
     embedding_dim: int = 512
     seed: int = 0
 
@@ -149,8 +168,12 @@ def _shift(batch: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
         return batch
     padded = F.pad(batch, (pad, pad, pad, pad), mode="replicate")
     h, w = batch.shape[-2:]
-    return torch.stack([padded[i, :, pad + dy: pad + dy + h, pad + dx: pad + dx + w]
-                        for i, (dx, dy) in enumerate(shifts.tolist())])
+    return torch.stack(
+        [
+            padded[i, :, pad + dy : pad + dy + h, pad + dx : pad + dx + w]
+            for i, (dx, dy) in enumerate(shifts.tolist())
+        ]
+    )
 
 
 def train_recognizer(
@@ -175,7 +198,9 @@ def train_recognizer(
     if images.dtype == torch.uint8:
         images = images.permute(0, 3, 1, 2).float().div_(255.0)
     if images.ndim != 4 or images.shape[1:] != (3, 112, 112):
-        raise ValueError(f"crops must be (N, 112, 112, 3) uint8 or (N, 3, 112, 112) float, got {tuple(images.shape)}")
+        raise ValueError(
+            f"crops must be (N, 112, 112, 3) uint8 or (N, 3, 112, 112) float, got {tuple(images.shape)}"
+        )
     targets = torch.as_tensor(labels, dtype=torch.long)
     if targets.shape != (len(images),):
         raise ValueError(f"labels must be ({len(images)},), got {tuple(targets.shape)}")
@@ -200,8 +225,10 @@ def train_recognizer(
         order = torch.randperm(len(images), generator=generator)
         losses = []
         for b in range(steps_per_epoch):
-            index = order[b * config.batch_size:(b + 1) * config.batch_size]
-            shifts = torch.randint(-config.max_shift, config.max_shift + 1, (len(index), 2), generator=generator)
+            index = order[b * config.batch_size : (b + 1) * config.batch_size]
+            shifts = torch.randint(
+                -config.max_shift, config.max_shift + 1, (len(index), 2), generator=generator
+            )
             batch = _shift(images[index], shifts)
             margin = config.margin * min(1.0, step / max(1.0, config.margin_warmup * total))
             # Dropout masks come from the global generator: seed it per step for determinism.
@@ -229,21 +256,24 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def save_recognizer_weights(net: RecognizerNet, path: str | Path, metadata: dict[str, str] | None = None) -> str:
+def save_recognizer_weights(
+    net: RecognizerNet, path: str | Path, metadata: dict[str, str] | None = None
+) -> str:
     """Write the network's state dict to ``path`` (``.safetensors``); return the file's sha256.
 
-    ``metadata`` (string values) goes into the safetensors header; the architecture's ``width`` and
-    ``embedding_dim`` are always recorded there.
+    The header holds one metadata entry, ``fitdiff``: a JSON object (sorted keys) with the architecture's
+    ``width`` and ``embedding_dim`` plus ``metadata``. (safetensors writes several metadata entries in
+    a random order, which would make the file, and its checksum, differ from run to run.)
     """
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    header = {"width": str(net.features[0][0].out_channels), "embedding_dim": str(net.fc.out_features)}
+    header = {"width": net.features[0][0].out_channels, "embedding_dim": net.fc.out_features}
     header.update(metadata or {})
     tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata=header)
+    save_file(state, str(tmp), metadata={_HEADER_KEY: json.dumps(header, sort_keys=True)})
     tmp.replace(path)
     return file_sha256(path)
 
@@ -266,13 +296,17 @@ def load_recognizer_weights(path: str | Path) -> RecognizerNet:
         from safetensors.torch import load_file
 
         with safe_open(str(path), framework="pt") as handle:
-            header = handle.metadata() or {}
-        net = RecognizerNet(int(header.get("embedding_dim", 512)), int(header.get("width", 32)))
+            header = json.loads((handle.metadata() or {}).get(_HEADER_KEY, "{}"))
+        net = RecognizerNet(int(header.get("embedding_dim", 512)), int(header.get("width", 16)))
         state = load_file(str(path))
         expected = net.state_dict()
-        bad = sorted(set(expected) ^ set(state)) + [k for k in expected if k in state and state[k].shape != expected[k].shape]
+        bad = sorted(set(expected) ^ set(state)) + [
+            k for k in expected if k in state and state[k].shape != expected[k].shape
+        ]
         if bad:
-            raise WeightsMismatchError(f"synthetic recognizer weights {path} do not match the network: {', '.join(bad[:8])}")
+            raise WeightsMismatchError(
+                f"synthetic recognizer weights {path} do not match the network: {', '.join(bad[:8])}"
+            )
         net.load_state_dict(state, strict=True)
     else:
         net = RecognizerNet()

@@ -79,6 +79,7 @@ RECOGNIZER_FILE = "recognizer.safetensors"
 REPORT_FILE = "synthetic.json"
 RECOGNIZER_NAME = "synthetic_recognizer"
 CROP_SIZE = 112
+EMBED_BATCH = 64  # photos per identity-encoder call
 # The camera centres on the mean of the 5 ArcFace landmark vertices raised by this much (mm, +y).
 _CENTRE_LIFT = np.array([0.0, 8.0, 0.0])
 
@@ -134,8 +135,15 @@ class SyntheticConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("subjects", "images_per_subject", "uv_res", "image_res", "workers", "samples_per_shard",
-                     "threads"):
+        for name in (
+            "subjects",
+            "images_per_subject",
+            "uv_res",
+            "image_res",
+            "workers",
+            "samples_per_shard",
+            "threads",
+        ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.image_res < 16:
@@ -240,23 +248,39 @@ def generate_subject(job: SubjectJob) -> SubjectResult:
     """Build one subject (deterministic in ``job``; thread count fixed to 1 by the caller)."""
     model, layout, renderer = _context(job)
     subject = make_subject(job.seed, job.index, layout, model.n_components)
-    scenes = [sample_scene(rng_for(job.seed, Stream.PHOTO, job.index, j), job.scene) for j in range(job.n_photos)]
+    scenes = [
+        sample_scene(rng_for(job.seed, Stream.PHOTO, job.index, j), job.scene) for j in range(job.n_photos)
+    ]
     photos = renderer.render(subject.shape, subject.maps, scenes)
     images = np.stack([p.image for p in photos])
     landmarks = np.stack([p.landmarks for p in photos])
     crops = np.zeros((0, CROP_SIZE, CROP_SIZE, 3), np.uint8)
     if job.split == "train":
-        extra_scenes = [sample_scene(rng_for(job.seed, Stream.RECOGNIZER_PHOTO, job.index, j), job.scene)
-                        for j in range(job.n_extra)]
+        extra_scenes = [
+            sample_scene(rng_for(job.seed, Stream.RECOGNIZER_PHOTO, job.index, j), job.scene)
+            for j in range(job.n_extra)
+        ]
         extra = renderer.render(subject.shape, subject.maps, extra_scenes) if extra_scenes else []
         all_images = np.concatenate([images, np.stack([p.image for p in extra])]) if extra else images
-        all_landmarks = np.concatenate([landmarks, np.stack([p.landmarks for p in extra])]) if extra else landmarks
+        all_landmarks = (
+            np.concatenate([landmarks, np.stack([p.landmarks for p in extra])]) if extra else landmarks
+        )
         crops = _align(all_images, all_landmarks)
     diffuse, specular, normals = subject.maps.to_uint8()
     return SubjectResult(
-        index=job.index, id=subject.id, split=job.split, diffuse=diffuse, specular=specular, normals=normals,
-        shape=subject.shape, appearance=subject.appearance.to_dict(), images=images, landmarks=landmarks,
-        cameras=[p.camera for p in photos], lightings=[lighting_meta(s) for s in scenes], crops=crops,
+        index=job.index,
+        id=subject.id,
+        split=job.split,
+        diffuse=diffuse,
+        specular=specular,
+        normals=normals,
+        shape=subject.shape,
+        appearance=subject.appearance.to_dict(),
+        images=images,
+        landmarks=landmarks,
+        cameras=[p.camera for p in photos],
+        lightings=[lighting_meta(s) for s in scenes],
+        crops=crops,
     )
 
 
@@ -284,8 +308,15 @@ def _progress(enabled: bool):
         TimeRemainingColumn,
     )
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), TextColumn("{task.fields[info]}"), disable=not enabled)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        disable=not enabled,
+    )
 
 
 def _run_jobs(jobs: list[SubjectJob], workers: int, progress) -> list[SubjectResult]:
@@ -318,7 +349,9 @@ class GenerationReport:
     out: Path
 
 
-def _build_encoder(cfg: SyntheticConfig, results: list[SubjectResult], progress) -> tuple[IdentityEncoder, str, dict]:
+def _build_encoder(
+    cfg: SyntheticConfig, results: list[SubjectResult], progress
+) -> tuple[IdentityEncoder, str, dict]:
     """The recognizer that embeds the photos, its id and a JSON record of how it was made."""
     out = Path(cfg.out)
     if cfg.recognizer == "arcface_random":
@@ -333,15 +366,19 @@ def _build_encoder(cfg: SyntheticConfig, results: list[SubjectResult], progress)
         path = Path(cfg.recognizer)
         sha = file_sha256(path)
         name = recognizer_id(sha)
-        return SyntheticRecognizer(path, name=name), name, {"kind": "file", "id": name, "source": str(path),
-                                                             "sha256": sha}
+        return (
+            SyntheticRecognizer(path, name=name),
+            name,
+            {"kind": "file", "id": name, "source": str(path), "sha256": sha},
+        )
     train = [r for r in results if r.split == "train"]
     crops = np.concatenate([r.crops for r in train])
     labels = np.concatenate([np.full(len(r.crops), i) for i, r in enumerate(train)])
     seed = int(rng_for(cfg.seed, Stream.RECOGNIZER_TRAINING).integers(0, 2**31 - 1))
     training = RecognizerTrainingConfig(**{**cfg.training.to_dict(), "seed": seed})
-    task = progress.add_task("training recognizer", total=training.epochs * max(1, len(crops) // training.batch_size),
-                             info="")
+    task = progress.add_task(
+        "training recognizer", total=training.epochs * max(1, len(crops) // training.batch_size), info=""
+    )
 
     def report(step: int, total: int, loss: float) -> None:
         progress.update(task, completed=step, info=f"loss {loss:.3f}")
@@ -349,12 +386,22 @@ def _build_encoder(cfg: SyntheticConfig, results: list[SubjectResult], progress)
     net, history = train_recognizer(crops, labels, training, progress=report)
     sha = save_recognizer_weights(net, out / RECOGNIZER_FILE, {"generator": GENERATOR})
     name = recognizer_id(sha)
-    record = {"kind": "trained", "id": name, "file": RECOGNIZER_FILE, "sha256": sha, "training": training.to_dict(),
-              "train_subjects": len(train), "train_crops": int(len(crops)), "loss_per_epoch": history}
+    record = {
+        "kind": "trained",
+        "id": name,
+        "file": RECOGNIZER_FILE,
+        "sha256": sha,
+        "training": training.to_dict(),
+        "train_subjects": len(train),
+        "train_crops": int(len(crops)),
+        "loss_per_epoch": history,
+    }
     return SyntheticRecognizer(out / RECOGNIZER_FILE, name=name), name, record
 
 
-def _meta(cfg: SyntheticConfig, result: SubjectResult, j: int, recognizer: str, model_id: str) -> dict[str, Any]:
+def _meta(
+    cfg: SyntheticConfig, result: SubjectResult, j: int, recognizer: str, model_id: str
+) -> dict[str, Any]:
     return {
         "subject": result.id,
         "source": "synthetic",
@@ -372,11 +419,35 @@ def _meta(cfg: SyntheticConfig, result: SubjectResult, j: int, recognizer: str, 
     }
 
 
+def _key(result: SubjectResult, j: int) -> str:
+    return make_key(result.id, f"{j:03d}")
+
+
+def _embed_all(
+    embedder: IdentityEmbedder, results: list[SubjectResult], advance, batch_size: int = EMBED_BATCH
+) -> dict[str, np.ndarray]:
+    """Identity embeddings of every dataset photo by key, in fixed batches of ``batch_size`` (the batch
+    composition only depends on the results' order, which keeps the numbers reproducible)."""
+    members = [
+        {"__key__": _key(r, j), "image.png": encode_png(img), "landmarks.npy": encode_npy(lm)}
+        for r in results
+        for j, (img, lm) in enumerate(zip(r.images, r.landmarks))
+    ]
+    out: dict[str, np.ndarray] = {}
+    for start in range(0, len(members), batch_size):
+        batch = members[start : start + batch_size]
+        out.update((m["__key__"], e) for m, e in zip(batch, embedder(batch)))
+        advance(len(batch))
+    return out
+
+
 def generate_dataset(cfg: SyntheticConfig) -> GenerationReport:
     """Build the dataset described by ``cfg`` into ``cfg.out``; see the module docstring."""
     out = Path(cfg.out)
     if (out / MANIFEST_NAME).exists() and not cfg.overwrite:
-        raise FileExistsError(f"{out / MANIFEST_NAME} exists: pass overwrite (--overwrite) to replace the dataset")
+        raise FileExistsError(
+            f"{out / MANIFEST_NAME} exists: pass overwrite (--overwrite) to replace the dataset"
+        )
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -385,10 +456,20 @@ def generate_dataset(cfg: SyntheticConfig) -> GenerationReport:
     val_fraction, test_fraction = cfg.split_fractions()
     splits = assign_splits(ids, val_fraction, test_fraction, cfg.seed)
     jobs = [
-        SubjectJob(seed=cfg.seed, index=i, split=splits[sid], n_photos=cfg.images_per_subject,
-                   n_extra=cfg.recognizer_images if cfg.recognizer == "train" else 0, uv_res=cfg.uv_res,
-                   image_res=cfg.image_res, shape_model=cfg.shape_model, n_vertices=cfg.n_vertices,
-                   n_components=cfg.n_components, shape_model_seed=cfg.shape_model_seed, scene=cfg.scene)
+        SubjectJob(
+            seed=cfg.seed,
+            index=i,
+            split=splits[sid],
+            n_photos=cfg.images_per_subject,
+            n_extra=cfg.recognizer_images if cfg.recognizer == "train" else 0,
+            uv_res=cfg.uv_res,
+            image_res=cfg.image_res,
+            shape_model=cfg.shape_model,
+            n_vertices=cfg.n_vertices,
+            n_components=cfg.n_components,
+            shape_model_seed=cfg.shape_model_seed,
+            scene=cfg.scene,
+        )
         for i, sid in enumerate(ids)
     ]
     progress = _progress(cfg.progress)
@@ -402,24 +483,39 @@ def generate_dataset(cfg: SyntheticConfig) -> GenerationReport:
         timings["recognizer"] = time.perf_counter() - mark
 
         mark = time.perf_counter()
-        spec = SampleSpec(image_resolution=cfg.image_res, uv_resolution=cfg.uv_res, shape_dim=model.n_components,
-                          num_landmarks=68, specular_channels=1, recognizer=recognizer, shape_model=model.model_id)
+        spec = SampleSpec(
+            image_resolution=cfg.image_res,
+            uv_resolution=cfg.uv_res,
+            shape_dim=model.n_components,
+            num_landmarks=68,
+            specular_channels=1,
+            recognizer=recognizer,
+            shape_model=model.model_id,
+        )
         embedder = IdentityEmbedder(encoder, recognizer)
-        task = progress.add_task("embedding + writing", total=len(results) * cfg.images_per_subject, info="")
-        with _threads(cfg.threads), DatasetWriter(out, spec, cfg.samples_per_shard, overwrite=cfg.overwrite) as writer:
-            for split in SPLITS:
-                for result in (r for r in results if r.split == split):
-                    keys = [make_key(result.id, f"{j:03d}") for j in range(len(result.images))]
-                    members = [{"__key__": k, "image.png": encode_png(img), "landmarks.npy": encode_npy(lm)}
-                               for k, img, lm in zip(keys, result.images, result.landmarks)]
-                    embeddings = embedder(members)
-                    for j, (key, embedding) in enumerate(zip(keys, embeddings)):
-                        writer.write(split, FaceSample(
-                            key=key, image=result.images[j], diffuse=result.diffuse, specular=result.specular,
-                            normals=result.normals, shape=result.shape, identity=embedding,
-                            landmarks=result.landmarks[j], meta=_meta(cfg, result, j, recognizer, model.model_id),
-                        ))
-                    progress.advance(task, len(keys))
+        ordered = [r for split in SPLITS for r in results if r.split == split]
+        task = progress.add_task("embedding", total=len(ordered) * cfg.images_per_subject, info="")
+        with _threads(cfg.threads):
+            embeddings = _embed_all(embedder, ordered, lambda n: progress.advance(task, n))
+        task = progress.add_task("writing shards", total=len(ordered) * cfg.images_per_subject, info="")
+        with DatasetWriter(out, spec, cfg.samples_per_shard, overwrite=cfg.overwrite) as writer:
+            for result in ordered:
+                for j in range(len(result.images)):
+                    writer.write(
+                        result.split,
+                        FaceSample(
+                            key=_key(result, j),
+                            image=result.images[j],
+                            diffuse=result.diffuse,
+                            specular=result.specular,
+                            normals=result.normals,
+                            shape=result.shape,
+                            identity=embeddings[_key(result, j)],
+                            landmarks=result.landmarks[j],
+                            meta=_meta(cfg, result, j, recognizer, model.model_id),
+                        ),
+                    )
+                progress.advance(task, len(result.images))
         manifest = writer.manifest
         assert manifest is not None
         timings["embed_write"] = time.perf_counter() - mark
@@ -434,5 +530,11 @@ def generate_dataset(cfg: SyntheticConfig) -> GenerationReport:
     (out / REPORT_FILE).write_text(json.dumps(report_data, indent=2, sort_keys=True) + "\n")
     timings["total"] = time.perf_counter() - start
     log.info("synthetic dataset %s: %s in %.1f s", out, manifest.counts, timings["total"])
-    return GenerationReport(manifest=manifest, recognizer=recognizer, recognizer_sha256=record.get("sha256"),
-                            training_loss=list(record.get("loss_per_epoch", [])), timings=timings, out=out)
+    return GenerationReport(
+        manifest=manifest,
+        recognizer=recognizer,
+        recognizer_sha256=record.get("sha256"),
+        training_loss=list(record.get("loss_per_epoch", [])),
+        timings=timings,
+        out=out,
+    )

@@ -43,8 +43,10 @@ def camera_meta(camera, index: int, scene: Scene) -> dict[str, Any]:
         "model": "perspective",
         "R": camera.R[index].double().tolist(),
         "t": camera.t[index].double().tolist(),
-        "fx": float(camera.fx[index]), "fy": float(camera.fy[index]),
-        "cx": float(camera.cx[index]), "cy": float(camera.cy[index]),
+        "fx": float(camera.fx[index]),
+        "fy": float(camera.fy[index]),
+        "cx": float(camera.cx[index]),
+        "cy": float(camera.cy[index]),
         "image_size": list(camera.image_size),
         "fov_degrees": scene.fov,
         "pose_degrees": {"yaw": scene.yaw, "pitch": scene.pitch, "roll": scene.roll},
@@ -56,8 +58,11 @@ def lighting_meta(scene: Scene) -> dict[str, Any]:
     return {
         "frame": "model",
         "sh": [list(row) for row in scene.sh],
-        "directional": {"direction": list(scene.light_direction), "color": list(scene.light_color),
-                        "intensity": scene.light_intensity},
+        "directional": {
+            "direction": list(scene.light_direction),
+            "color": list(scene.light_color),
+            "intensity": scene.light_intensity,
+        },
         "shininess": SHININESS,
         "exposure": scene.exposure,
         "gamma": GAMMA,
@@ -78,13 +83,17 @@ class PhotoRenderer:
         self.model = model
         self.image_size = int(image_size)
         self.face_centre = np.asarray(face_centre, dtype=np.float64)
-        self.renderer = Renderer((self.image_size, self.image_size), shininess=SHININESS, normal_space="tangent")
+        self.renderer = Renderer(
+            (self.image_size, self.image_size), shininess=SHININESS, normal_space="tangent"
+        )
 
     @torch.no_grad()
     def render(self, shape: np.ndarray, maps: ReflectanceMaps, scenes: list[Scene]) -> list[Photo]:
         """Photos of the subject with coefficients ``shape`` (K,) and ``maps`` under each scene."""
         batch = len(scenes)
-        vertices = self.model(torch.from_numpy(np.asarray(shape, dtype=np.float32))[None]).expand(batch, -1, -1)
+        vertices = self.model(torch.from_numpy(np.asarray(shape, dtype=np.float32))[None]).expand(
+            batch, -1, -1
+        )
         camera = scene_cameras(scenes, self.face_centre, self.image_size)
         sh, lights = scene_lights(scenes)
 
@@ -92,9 +101,17 @@ class PhotoRenderer:
             return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).permute(2, 0, 1)[None]
 
         out = self.renderer.render(
-            vertices, self.model.faces, camera, uvs=self.model.uvs, uv_faces=self.model.uv_faces,
-            diffuse=to_map(maps.diffuse), specular=to_map(maps.specular), normal_map=to_map(maps.normals),
-            sh_coeffs=sh, lights=lights, background=0.0,
+            vertices,
+            self.model.faces,
+            camera,
+            uvs=self.model.uvs,
+            uv_faces=self.model.uv_faces,
+            diffuse=to_map(maps.diffuse),
+            specular=to_map(maps.specular),
+            normal_map=to_map(maps.normals),
+            sh_coeffs=sh,
+            lights=lights,
+            background=0.0,
         )
         landmarks, _ = camera.project(vertices[:, self.model.landmarks_68])
         radiance = out.image.permute(0, 2, 3, 1).double().numpy()
@@ -102,13 +119,19 @@ class PhotoRenderer:
         photos = []
         for i, scene in enumerate(scenes):
             face = np.clip(radiance[i] * scene.exposure, 0.0, 1.0) ** (1.0 / GAMMA)
-            image = alpha[i] * face + (1.0 - alpha[i]) * background_image(scene.background_seed, self.image_size)
-            noise = np.random.default_rng(scene.background_seed + 1).normal(0.0, scene.noise / 255.0, image.shape)
+            image = alpha[i] * face + (1.0 - alpha[i]) * background_image(
+                scene.background_seed, self.image_size
+            )
+            noise = np.random.default_rng(scene.background_seed + 1).normal(
+                0.0, scene.noise / 255.0, image.shape
+            )
             image = np.round(np.clip(image + noise, 0.0, 1.0) * 255.0).astype(np.uint8)
-            photos.append(Photo(
-                image=image,
-                landmarks=landmarks[i].numpy().astype(np.float32),
-                coverage=float(alpha[i].mean()),
-                camera=camera_meta(camera, i, scene),
-            ))
+            photos.append(
+                Photo(
+                    image=image,
+                    landmarks=landmarks[i].numpy().astype(np.float32),
+                    coverage=float(alpha[i].mean()),
+                    camera=camera_meta(camera, i, scene),
+                )
+            )
         return photos

@@ -117,8 +117,13 @@ def sample_scene(rng: np.random.Generator, ranges: SceneRanges = SceneRanges()) 
     # Directional light in the camera frame: in front of the face, from above more often than below.
     azimuth = math.radians(rng.uniform(-75.0, 75.0))
     elevation = math.radians(rng.uniform(-25.0, 65.0))
-    light_cam = np.array([math.sin(azimuth) * math.cos(elevation), math.sin(elevation),
-                          math.cos(azimuth) * math.cos(elevation)])
+    light_cam = np.array(
+        [
+            math.sin(azimuth) * math.cos(elevation),
+            math.sin(elevation),
+            math.cos(azimuth) * math.cos(elevation),
+        ]
+    )
     light_model = rot.T @ light_cam
     # SH environment: ambient + a linear gradient (sky above) + weak second-order terms, camera frame.
     ambient = rng.uniform(*ranges.ambient)
@@ -135,7 +140,9 @@ def sample_scene(rng: np.random.Generator, ranges: SceneRanges = SceneRanges()) 
     # Exposure brings a mid-grey surface facing the camera to roughly the same brightness.
     exposure = rng.uniform(0.85, 1.3) / (ambient + 0.6 * intensity)
     return Scene(
-        yaw=float(yaw), pitch=float(pitch), roll=float(roll),
+        yaw=float(yaw),
+        pitch=float(pitch),
+        roll=float(roll),
         fov=float(rng.uniform(*ranges.fov)),
         eye_fraction=float(rng.uniform(*ranges.eye_fraction)),
         offset=(float(rng.uniform(-1, 1) * ranges.max_offset), float(rng.uniform(-1, 1) * ranges.max_offset)),
@@ -165,9 +172,14 @@ def scene_cameras(scenes: list[Scene], face_centre: np.ndarray, image_size: int)
         trans.append(-eye)
         focals.append(focal)
     return PerspectiveCamera(
-        torch.tensor(np.stack(rots), dtype=torch.float32), torch.tensor(np.stack(trans), dtype=torch.float32),
-        torch.tensor(focals, dtype=torch.float32), torch.tensor(focals, dtype=torch.float32),
-        image_size / 2.0, image_size / 2.0, (image_size, image_size), znear=10.0,
+        torch.tensor(np.stack(rots), dtype=torch.float32),
+        torch.tensor(np.stack(trans), dtype=torch.float32),
+        torch.tensor(focals, dtype=torch.float32),
+        torch.tensor(focals, dtype=torch.float32),
+        image_size / 2.0,
+        image_size / 2.0,
+        (image_size, image_size),
+        znear=10.0,
     )
 
 

@@ -29,16 +29,28 @@ __all__ = ["Appearance", "ReflectanceMaps", "sample_appearance", "reflectance_ma
 _SKIN_LIGHT = np.array([0.64, 0.45, 0.37])
 _SKIN_DARK = np.array([0.085, 0.047, 0.030])
 # Hair colours (linear): black, dark brown, brown, auburn, blond, grey.
-_HAIR = np.array([
-    [0.012, 0.010, 0.009], [0.045, 0.028, 0.018], [0.11, 0.065, 0.035],
-    [0.19, 0.07, 0.03], [0.42, 0.30, 0.16], [0.40, 0.39, 0.38],
-])
+_HAIR = np.array(
+    [
+        [0.012, 0.010, 0.009],
+        [0.045, 0.028, 0.018],
+        [0.11, 0.065, 0.035],
+        [0.19, 0.07, 0.03],
+        [0.42, 0.30, 0.16],
+        [0.40, 0.39, 0.38],
+    ]
+)
 _HAIR_WEIGHTS = np.array([0.28, 0.27, 0.17, 0.08, 0.12, 0.08])
 # Iris colours (linear): dark brown, brown, hazel, green, blue, grey.
-_IRIS = np.array([
-    [0.03, 0.015, 0.008], [0.09, 0.045, 0.018], [0.16, 0.11, 0.04],
-    [0.09, 0.14, 0.06], [0.08, 0.16, 0.30], [0.20, 0.22, 0.24],
-])
+_IRIS = np.array(
+    [
+        [0.03, 0.015, 0.008],
+        [0.09, 0.045, 0.018],
+        [0.16, 0.11, 0.04],
+        [0.09, 0.14, 0.06],
+        [0.08, 0.16, 0.30],
+        [0.20, 0.22, 0.24],
+    ]
+)
 _N_WAVES = 24  # random plane waves of the low-frequency mottling field
 
 
@@ -97,8 +109,11 @@ class ReflectanceMaps:
         """
         diffuse = np.round(np.clip(self.diffuse, 0.0, 1.0) * 255.0) / 255.0
         specular = np.round(np.clip(self.specular, 0.0, 1.0) * 255.0) / 255.0
-        return ReflectanceMaps(diffuse.astype(np.float32), specular.astype(np.float32),
-                               self.normals.astype(np.float16).astype(np.float32))
+        return ReflectanceMaps(
+            diffuse.astype(np.float32),
+            specular.astype(np.float32),
+            self.normals.astype(np.float16).astype(np.float32),
+        )
 
     def to_uint8(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(diffuse (R, R, 3) uint8, specular (R, R, 1) uint8, normals (R, R, 3) float16)."""
@@ -199,8 +214,10 @@ def _soft_region(x: np.ndarray, y: np.ndarray, polygon: np.ndarray, feather: flo
     return _smoothstep(-feather, feather, signed)
 
 
-def _wave_noise(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, scales: tuple[float, float]) -> np.ndarray:
-    """Smooth zero-mean noise of unit-ish amplitude from random plane waves with wavelengths in ``scales`` mm."""
+def _wave_noise(
+    x: np.ndarray, y: np.ndarray, rng: np.random.Generator, scales: tuple[float, float]
+) -> np.ndarray:
+    """Smooth zero-mean noise of unit-ish amplitude: random plane waves, wavelengths in ``scales`` mm."""
     out = np.zeros_like(x)
     for _ in range(_N_WAVES):
         wavelength = np.exp(rng.uniform(np.log(scales[0]), np.log(scales[1])))
@@ -220,7 +237,12 @@ def _texel_noise(shape: tuple[int, int], rng: np.random.Generator, blur: float) 
 
 
 def _spots(
-    x: np.ndarray, y: np.ndarray, centres: np.ndarray, radii: np.ndarray, strengths: np.ndarray, min_sigma: float
+    x: np.ndarray,
+    y: np.ndarray,
+    centres: np.ndarray,
+    radii: np.ndarray,
+    strengths: np.ndarray,
+    min_sigma: float,
 ) -> np.ndarray:
     """Sum of Gaussian spots; spots narrower than ``min_sigma`` are widened with their area kept."""
     out = np.zeros_like(x)
@@ -279,8 +301,9 @@ def reflectance_maps(appearance: Appearance, layout: UVLayout) -> ReflectanceMap
     brows = brows * a.brow_density * (0.55 + 0.45 * strands)
     hair = _smoothstep(a.hairline - 3.0, a.hairline + 3.0, y + a.hairline_curve * (x / 50.0) ** 2)
     hair = np.maximum(hair, _smoothstep(64.0, 72.0, np.abs(x)) * _smoothstep(15.0, 30.0, y))  # temples
-    chin_and_lip = (_smoothstep(-22.0, -30.0, y) * (1.0 - _smoothstep(50.0, 64.0, np.abs(x)))
-                    + _gauss(x, y, 0.0, -23.5, 16.0, 3.0))
+    chin_and_lip = _smoothstep(-22.0, -30.0, y) * (1.0 - _smoothstep(50.0, 64.0, np.abs(x))) + _gauss(
+        x, y, 0.0, -23.5, 16.0, 3.0
+    )
     jaw = _smoothstep(-5.0, -25.0, y) * _smoothstep(40.0, 55.0, np.abs(x))
     beard_zone = np.clip(chin_and_lip + jaw, 0.0, 1.0) * (1.0 - lips)
     stubble = 0.5 + 0.5 * np.tanh(_texel_noise(x.shape, rng, 0.6))
@@ -301,8 +324,12 @@ def reflectance_maps(appearance: Appearance, layout: UVLayout) -> ReflectanceMap
     # Freckles on the cheeks and the nose, moles anywhere on the face.
     n_freckles = int(a.freckle_density * 140)
     side = rng.choice([-1.0, 1.0], size=n_freckles)
-    centres = np.stack([side * np.abs(rng.normal(28.0, 14.0, n_freckles)), rng.normal(12.0, 11.0, n_freckles)], 1)
-    freckles = _spots(x, y, centres, rng.uniform(0.6, 1.6, n_freckles), rng.uniform(0.2, 0.5, n_freckles), min_sigma)
+    centres = np.stack(
+        [side * np.abs(rng.normal(28.0, 14.0, n_freckles)), rng.normal(12.0, 11.0, n_freckles)], 1
+    )
+    freckles = _spots(
+        x, y, centres, rng.uniform(0.6, 1.6, n_freckles), rng.uniform(0.2, 0.5, n_freckles), min_sigma
+    )
     diffuse = diffuse * (1.0 - np.clip(freckles, 0.0, 0.8)[..., None] * np.array([0.45, 0.55, 0.6]))
     mole_centres = np.stack([rng.uniform(-55, 55, a.moles), rng.uniform(-60, 60, a.moles)], 1)
     moles = _spots(x, y, mole_centres, rng.uniform(1.2, 2.5, a.moles), np.full(a.moles, 0.85), min_sigma)
@@ -321,8 +348,11 @@ def reflectance_maps(appearance: Appearance, layout: UVLayout) -> ReflectanceMap
     diffuse = _blend(diffuse, hair_strands, hair)
 
     # --- specular albedo ------------------------------------------------------------------------------
-    tzone = _gauss(x, y, 0.0, 62.0, 32.0, 18.0) + np.exp(-0.5 * (x / 9.0) ** 2) * _smoothstep(-18.0, -5.0, y) * (
-        1.0 - _smoothstep(40.0, 55.0, y)) + 0.6 * _gauss(x, y, 0.0, -64.0, 14.0, 9.0)
+    tzone = (
+        _gauss(x, y, 0.0, 62.0, 32.0, 18.0)
+        + np.exp(-0.5 * (x / 9.0) ** 2) * _smoothstep(-18.0, -5.0, y) * (1.0 - _smoothstep(40.0, 55.0, y))
+        + 0.6 * _gauss(x, y, 0.0, -64.0, 14.0, 9.0)
+    )
     specular = a.oiliness * (1.0 + 0.15 * mott) + a.tzone * np.clip(tzone, 0.0, 1.0)
     specular = specular * (1.0 - 0.5 * lips) * (1.0 - 0.7 * np.clip(brows + beard + hair, 0.0, 1.0))
     specular = specular + 0.03 * _texel_noise(x.shape, rng, 0.5)
@@ -330,14 +360,20 @@ def reflectance_maps(appearance: Appearance, layout: UVLayout) -> ReflectanceMap
 
     # --- height field -> tangent-space normals --------------------------------------------------------
     mm = layout.mm_per_texel
-    pore_zone = 0.6 + 0.8 * _gauss(np.abs(x), y, 30.0, 5.0, 20.0, 15.0) + 0.8 * _gauss(x, y, 0.0, 0.0, 10.0, 15.0)
+    pore_zone = (
+        0.6 + 0.8 * _gauss(np.abs(x), y, 30.0, 5.0, 20.0, 15.0) + 0.8 * _gauss(x, y, 0.0, 0.0, 10.0, 15.0)
+    )
     height = a.pores * mm * pore_zone * _texel_noise(x.shape, rng, 0.6)
     width = max(0.9, min_sigma)
     for _ in range(a.wrinkles):
         y0, bend = rng.uniform(58.0, 84.0), rng.uniform(-4.0, 4.0)
         span = rng.uniform(25.0, 45.0)
         line = y0 + bend * (x / 40.0) ** 2
-        height -= a.wrinkle_depth * np.exp(-0.5 * ((y - line) / width) ** 2) * (1 - _smoothstep(span - 8, span, np.abs(x)))
+        height -= (
+            a.wrinkle_depth
+            * np.exp(-0.5 * ((y - line) / width) ** 2)
+            * (1 - _smoothstep(span - 8, span, np.abs(x)))
+        )
     for corner in (lm[36], lm[45]):
         outward = np.sign(corner[0])
         for _ in range(a.crows_feet):
@@ -348,7 +384,13 @@ def reflectance_maps(appearance: Appearance, layout: UVLayout) -> ReflectanceMap
             height -= 0.6 * a.wrinkle_depth * np.exp(-0.5 * (_polyline_distance(x, y, segment) / width) ** 2)
     for ala, mouth in ((lm[31], lm[48]), (lm[35], lm[54])):
         outward = np.sign(ala[0])
-        fold = np.stack([ala + [outward * 3.0, 2.0], (ala + mouth) / 2 + [outward * 7.0, 0.0], mouth + [outward * 5.0, -4.0]])
+        fold = np.stack(
+            [
+                ala + [outward * 3.0, 2.0],
+                (ala + mouth) / 2 + [outward * 7.0, 0.0],
+                mouth + [outward * 5.0, -4.0],
+            ]
+        )
         height -= a.nasolabial * np.exp(-0.5 * (_polyline_distance(x, y, fold) / (1.5 * width)) ** 2)
     height += 0.15 * mm * brows * _texel_noise(x.shape, rng, 0.4)  # brow hair
     normals = height_to_normals(height, mm)

@@ -1,4 +1,4 @@
-"""Face verification on embeddings: all genuine / impostor pairs, ROC-AUC, and loading a split's embeddings."""
+"""Face verification on embeddings: genuine / impostor pairs, ROC-AUC, a split's stored embeddings."""
 
 from __future__ import annotations
 
@@ -74,16 +74,21 @@ class VerificationResult:
     impostor_mean: float
 
     def __str__(self) -> str:
-        return (f"ROC-AUC {self.auc:.4f} ({self.genuine} genuine / {self.impostor} impostor pairs; mean cosine "
-                f"genuine {self.genuine_mean:.3f}, impostor {self.impostor_mean:.3f})")
+        return (
+            f"ROC-AUC {self.auc:.4f} ({self.genuine} genuine / {self.impostor} impostor pairs; mean cosine "
+            f"genuine {self.genuine_mean:.3f}, impostor {self.impostor_mean:.3f})"
+        )
 
 
 def verification_auc(embeddings: np.ndarray, subjects: Sequence[str]) -> VerificationResult:
     """Verification ROC-AUC over all genuine vs impostor pairs of cosine similarity."""
     scores, labels = verification_pairs(embeddings, subjects)
     return VerificationResult(
-        auc=roc_auc(scores, labels), genuine=int(labels.sum()), impostor=int((~labels).sum()),
-        genuine_mean=float(scores[labels].mean()), impostor_mean=float(scores[~labels].mean()),
+        auc=roc_auc(scores, labels),
+        genuine=int(labels.sum()),
+        impostor=int((~labels).sum()),
+        genuine_mean=float(scores[labels].mean()),
+        impostor_mean=float(scores[~labels].mean()),
     )
 
 
