@@ -1,5 +1,6 @@
 """Face models: PCA shape model, procedural template, geometry, identity, detection and alignment."""
 
+from . import synthetic_recognizer  # registers the "synthetic_recognizer" identity encoder
 from .alignment import (
     ARCFACE_TEMPLATE,
     align_faces,
@@ -17,7 +18,6 @@ from .identity import (
     identity_loss,
     register_identity_encoder,
 )
-from . import synthetic_recognizer  # registers the "synthetic_recognizer" identity encoder
 from .shape_model import PCAShapeModel, ShapeModelError
 from .template import make_face_template, make_procedural_shape_model
 
