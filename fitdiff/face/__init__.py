@@ -1,6 +1,6 @@
 """Face models: PCA shape model, procedural template, geometry, identity, detection and alignment."""
 
-from . import synthetic_recognizer  # registers the "synthetic_recognizer" identity encoder
+from . import synthetic_recognizer  # noqa: F401 - registers the "synthetic_recognizer" identity encoder
 from .alignment import (
     ARCFACE_TEMPLATE,
     align_faces,
