@@ -8,14 +8,7 @@ import torch
 from fitdiff.autoencoder import load_autoencoder
 from fitdiff.data import DatasetWriter, random_sample, random_spec
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: tiny convolutions run faster, and far faster on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _shards(folder) -> None:

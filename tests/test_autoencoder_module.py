@@ -20,13 +20,7 @@ VAL_METRICS = {
 } | {"val/normals_angular_error", "val/normals_angular", "val/rec_loss", "val/vq_loss"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: tiny convolutions run faster, and far faster on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _module(**loss) -> AutoencoderModule:
