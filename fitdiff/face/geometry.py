@@ -3,12 +3,18 @@
 All functions are batched over meshes that share one triangle list, differentiable, and follow the
 device and dtype of ``vertices``. Conventions: triangles counter-clockwise seen from outside, so face
 normals point outwards by the right-hand rule; tangents follow +u and bitangents +v of the UV layout.
+
+Internally per-face values are laid out face-major, (F, B, C), so that gathering corners and summing
+faces onto vertices are sparse matrix products over the shared triangle list (:mod:`fitdiff.sparse`),
+whose backward passes are as fast as their forward passes.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from fitdiff.sparse import mesh_maps
 
 __all__ = ["face_normals", "vertex_normals", "tangent_frames"]
 
@@ -23,14 +29,13 @@ def _check(vertices: torch.Tensor, faces: torch.Tensor) -> None:
 
 
 def _corners(vertices: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The three corner positions of every triangle, each (B, F, 3), gathered in one index_select."""
-    batch = vertices.shape[0]
-    gathered = vertices.index_select(1, faces.reshape(-1)).view(batch, faces.shape[0], 3, 3)
-    return gathered.unbind(2)
+    """The three corner positions of every triangle, each (F, B, 3) (face-major, see module notes)."""
+    gathered = mesh_maps(faces, vertices.shape[1]).gather_corners(vertices.transpose(0, 1))  # (3F, B, 3)
+    return gathered.view(3, faces.shape[0], *gathered.shape[1:]).unbind(0)
 
 
 def _face_cross(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    """(B, F, 3) cross products (v1 - v0) x (v2 - v0): direction = normal, length = 2 x area."""
+    """(F, B, 3) cross products (v1 - v0) x (v2 - v0): direction = normal, length = 2 x area."""
     v0, v1, v2 = _corners(vertices, faces)
     return _cross(v1 - v0, v2 - v0)
 
@@ -46,16 +51,12 @@ def face_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
         (B, F, 3) unit vectors (zero-area triangles give a zero vector).
     """
     _check(vertices, faces)
-    return F.normalize(_face_cross(vertices, faces), dim=-1, eps=_EPS)
+    return F.normalize(_face_cross(vertices, faces), dim=-1, eps=_EPS).transpose(0, 1)
 
 
 def _scatter_to_vertices(per_face: torch.Tensor, faces: torch.Tensor, n_vertices: int) -> torch.Tensor:
-    """Sum a (B, F, C) per-face quantity onto the three corners of each face -> (B, V, C)."""
-    batch, _, channels = per_face.shape
-    out = per_face.new_zeros(batch, n_vertices, channels)
-    for corner in range(3):
-        out.index_add_(1, faces[:, corner], per_face)
-    return out
+    """Sum an (F, B, C) per-face quantity onto the three corners of each face -> (V, B, C)."""
+    return mesh_maps(faces, n_vertices).sum_to_vertices(per_face)
 
 
 def _cross(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -77,7 +78,7 @@ def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     """
     _check(vertices, faces)
     summed = _scatter_to_vertices(_face_cross(vertices, faces), faces, vertices.shape[1])
-    return F.normalize(summed, dim=-1, eps=_EPS)
+    return F.normalize(summed, dim=-1, eps=_EPS).transpose(0, 1)
 
 
 def tangent_frames(
@@ -111,14 +112,14 @@ def tangent_frames(
     p0, p1, p2 = _corners(vertices, faces)
     uv = uvs.to(vertices.dtype)
     t0, t1, t2 = uv.index_select(0, uv_faces.reshape(-1)).view(-1, 3, 2).unbind(1)
-    e1, e2 = p1 - p0, p2 - p0  # (B, F, 3)
-    d1, d2 = t1 - t0, t2 - t0  # (F, 2)
+    e1, e2 = p1 - p0, p2 - p0  # (F, B, 3)
+    d1, d2 = (t1 - t0).unsqueeze(1), (t2 - t0).unsqueeze(1)  # (F, 1, 2)
     # Solve [e1; e2] = [[du1, dv1], [du2, dv2]] [T; B]; multiplying by det keeps weights area-proportional
     # and avoids dividing by tiny UV areas.
-    det = d1[:, 0] * d2[:, 1] - d2[:, 0] * d1[:, 1]  # (F,) signed 2x UV area
+    det = d1[..., 0:1] * d2[..., 1:2] - d2[..., 0:1] * d1[..., 1:2]  # (F, 1, 1) signed 2x UV area
     sign = torch.where(det < 0, -1.0, 1.0).to(vertices.dtype)
-    tan_face = (e1 * d2[:, 1, None] - e2 * d1[:, 1, None]) * sign[:, None]
-    bit_face = (e2 * d1[:, 0, None] - e1 * d2[:, 0, None]) * sign[:, None]
+    tan_face = (e1 * (d2[..., 1:2] * sign) - e2 * (d1[..., 1:2] * sign))
+    bit_face = (e2 * (d1[..., 0:1] * sign) - e1 * (d2[..., 0:1] * sign))
     normal_face = _cross(e1, e2)
 
     # one scatter for the three per-face vectors
@@ -129,4 +130,4 @@ def tangent_frames(
     tangent = F.normalize(tangent - (tangent * normals).sum(-1, keepdim=True) * normals, dim=-1, eps=_EPS)
     rebuilt = _cross(normals, tangent)
     handed = torch.where((rebuilt * bitangent).sum(-1, keepdim=True) < 0, -1.0, 1.0).to(vertices.dtype)
-    return tangent, rebuilt * handed, normals
+    return tangent.transpose(0, 1), (rebuilt * handed).transpose(0, 1), normals.transpose(0, 1)

@@ -62,11 +62,10 @@ def _edge_coefficients(tri_xy: torch.Tensor, tri_faces: torch.Tensor) -> tuple[t
         with the lower-numbered vertex of the edge as origin, and orient (L, 3) in {-1, +1} so that
         ``orient * (A x + B y + C) / |area2|`` is the screen barycentric of that corner.
     """
-    nxt = torch.tensor([1, 2, 0], device=tri_faces.device)
-    prv = torch.tensor([2, 0, 1], device=tri_faces.device)
-    # The edge opposite corner i runs from corner i+1 to corner i+2.
-    swap = tri_faces.index_select(1, nxt) > tri_faces.index_select(1, prv)  # origin = lower-numbered vertex
-    pa, pb = tri_xy.index_select(1, nxt), tri_xy.index_select(1, prv)
+    # The edge opposite corner i runs from corner i+1 to corner i+2 (roll: a fast copy, unlike a gather
+    # along dim 1).
+    swap = tri_faces.roll(-1, 1) > tri_faces.roll(-2, 1)  # origin = lower-numbered vertex
+    pa, pb = tri_xy.roll(-1, 1), tri_xy.roll(-2, 1)
     origin = torch.where(swap.unsqueeze(-1), pb, pa)
     d = torch.where(swap.unsqueeze(-1), pa, pb) - origin
     coef = torch.stack([-d[..., 1], d[..., 0], d[..., 1] * origin[..., 0] - d[..., 0] * origin[..., 1]], dim=-1)
@@ -84,9 +83,13 @@ def _signed_area2(tri_xy: torch.Tensor) -> torch.Tensor:
 
 
 def gather_corners(values: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    """(B, V, C) per-vertex values -> (B, F, 3, C) values at each triangle corner (index_select based)."""
-    batch, _, channels = values.shape
-    return values.index_select(1, faces.reshape(-1)).view(batch, faces.shape[0], 3, channels)
+    """(B, V, C) per-vertex values -> (B, F, 3, C) values at each triangle corner.
+
+    Gathers rows of the (V, B * C) transposed layout: index_select along dim 0 is several times faster
+    than along dim 1 on CPU."""
+    batch, n_vertices, channels = values.shape
+    rows = values.transpose(0, 1).reshape(n_vertices, batch * channels).index_select(0, faces.reshape(-1))
+    return rows.view(faces.shape[0], 3, batch, channels).permute(2, 0, 1, 3).contiguous()
 
 
 def _edge_key(faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

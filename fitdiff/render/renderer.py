@@ -227,14 +227,8 @@ class Renderer:
     def _sample_textures(
         self, textures: dict[str, torch.Tensor], uv: torch.Tensor, batch: int
     ) -> dict[str, torch.Tensor]:
-        """Sample every map at (B, P, 2) UVs -> name: (B, P, C); maps of one size share a grid_sample."""
-        groups: dict[tuple[int, int], list[str]] = {}
-        for name, tex in textures.items():
-            groups.setdefault(tuple(tex.shape[-2:]), []).append(name)
-        out: dict[str, torch.Tensor] = {}
-        for names in groups.values():
-            maps = [_batch_maps(textures[n], batch, n).to(uv) for n in names]
-            values = sample_texture(torch.cat(maps, dim=1) if len(maps) > 1 else maps[0], uv)
-            for name, part in zip(names, values.split([m.shape[1] for m in maps], dim=-1)):
-                out[name] = part
-        return out
+        """Sample every map at (B, P, 2) UVs -> name: (B, P, C).
+
+        One ``grid_sample`` per map: concatenating maps of equal size into one call costs a copy of every
+        texture forward and backward, more than the repeated bilinear weights it saves."""
+        return {name: sample_texture(_batch_maps(tex, batch, name).to(uv), uv) for name, tex in textures.items()}
