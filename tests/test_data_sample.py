@@ -79,6 +79,41 @@ def test_npy_decoder_refuses_pickle():
         decode_sample(members)
 
 
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(24, dtype=np.float16).reshape(2, 4, 3),
+        np.arange(6, dtype=np.float32),
+        np.zeros((0, 2), np.float32),
+        np.array(3.5),
+        np.asfortranarray(np.arange(15.0).reshape(3, 5)),
+        np.arange(5, dtype=">i4"),
+        np.array([True, False]),
+        np.arange(4, dtype=np.complex64),  # not on the fast path: np.load decodes it
+    ],
+    ids=["f2-3d", "f4-1d", "empty", "0d", "fortran", "big-endian", "bool", "complex"],
+)
+def test_npy_decoder_matches_numpy(array, monkeypatch):
+    stream = io.BytesIO()
+    np.save(stream, array, allow_pickle=False)
+    fast_path = array.dtype.kind in "fiub"
+    if fast_path:  # the header parser must handle these without np.load
+        monkeypatch.setattr(np, "load", lambda *a, **k: pytest.fail("np.load used"))
+    back = decode_npy(stream.getvalue())
+    assert back.dtype == array.dtype and back.shape == array.shape and np.array_equal(back, array)
+    assert back.flags.writeable and (back.flags.owndata or not fast_path)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "extend", "bad-header"])
+def test_npy_decoder_rejects_damaged_data(damage):
+    stream = io.BytesIO()
+    np.save(stream, np.arange(8, dtype=np.float32), allow_pickle=False)
+    data = stream.getvalue()
+    data = {"truncate": data[:-3], "extend": data + b"\0" * 4, "bad-header": data.replace(b"'shape'", b"'shope'")}[damage]
+    with pytest.raises(ValueError, match="(?i)truncated|damaged|header"):
+        decode_npy(data)
+
+
 def test_missing_member_names_key_and_field():
     members = _sample().encode()
     del members["diffuse.png"]
