@@ -105,3 +105,11 @@ def test_duplicate_member_in_a_sample():
     data = _tar([("s0.id.npy", b"1"), ("s0.id.npy", b"2")])
     with pytest.raises(TarFormatError, match="'s0.id.npy' appears twice in sample 's0'"):
         list(iter_tar_samples(io.BytesIO(data), "shard.tar"))
+
+
+def test_bad_pax_size_is_reported():
+    data = _tar([("k" * 120 + ".id.npy", b"abc")])  # a long name: tarfile writes a pax "path" record first
+    assert b" path=" in data
+    damaged = data.replace(b" path=", b" size=", 1)  # same record length, value not a number
+    with pytest.raises(TarFormatError, match="bad pax size .* for the member at byte 1024"):
+        list(iter_tar_members(io.BytesIO(damaged)))

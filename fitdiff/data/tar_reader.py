@@ -59,6 +59,16 @@ def _read_exact(stream: BinaryIO, size: int, what: str, offset: int) -> bytes:
     return data
 
 
+def _pax_size(pax: dict[str, str], offset: int) -> int:
+    try:
+        size = int(pax["size"])
+    except ValueError:
+        raise TarFormatError(f"bad pax size {pax['size']!r} for the member at byte {offset}") from None
+    if size < 0:
+        raise TarFormatError(f"negative pax size for the member at byte {offset}")
+    return size
+
+
 def _pax_records(data: bytes, offset: int) -> dict[str, str]:
     """Parse ``"<len> <key>=<value>\\n"`` pax records."""
     records: dict[str, str] = {}
@@ -108,7 +118,7 @@ def iter_tar_members(
         if not _checksum_ok(header):
             raise TarFormatError(f"bad tar header checksum at byte {offset} (not a tar archive, or damaged)")
         kind = header[156:157]
-        size = int(pax["size"]) if "size" in pax else _octal(header[124:136], "size", offset)
+        size = _pax_size(pax, offset) if "size" in pax else _octal(header[124:136], "size", offset)
         padded = size + (-size) % _BLOCK
         data_offset = offset + _BLOCK
         offset = data_offset + padded
