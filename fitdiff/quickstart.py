@@ -145,7 +145,7 @@ def _stage_autoencoder(out_dir: Path) -> None:
         checkpoints = sorted((run_dir / "checkpoints").glob("step*.ckpt")) or [
             run_dir / "checkpoints" / "last.ckpt"
         ]
-        _run_entry_point("-m", ["fitdiff.autoencoder.weights", str(checkpoints[-1]), str(weights)])
+        _run_entry_point("-m", ["fitdiff.autoencoder", str(checkpoints[-1]), str(weights)])
     metrics = _last_validation(run_dir / "csv" / "metrics.csv")
     wanted = ("val/diffuse_psnr", "val/specular_psnr", "val/normals_angular_error")
     log.info("autoencoder, last validation: %s", ", ".join(f"{k} {metrics[k]:.2f}" for k in wanted if k in metrics))

@@ -7,6 +7,7 @@ import torch
 
 from fitdiff.autoencoder import load_autoencoder
 from fitdiff.data import DatasetWriter, random_sample, random_spec
+from helpers import run_script
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -45,3 +46,10 @@ def test_quickstart_ae_trains_validates_tests_and_checkpoints(tmp_path, compose_
     net = load_autoencoder(ckpts / "last.ckpt")
     assert net.encode({"diffuse": torch.rand(1, 3, 16, 16), "specular": torch.rand(1, 1, 16, 16),
                        "normals": torch.nn.functional.normalize(torch.randn(1, 3, 16, 16), dim=1)}).shape == (1, 9, 4, 4)
+    # the export command the README documents: no runpy warning, weights equal the checkpoint's
+    done = run_script("-m", "fitdiff.autoencoder", str(ckpts / "last.ckpt"), str(tmp_path / "ae.safetensors"))
+    assert done.returncode == 0, done.stderr
+    assert "RuntimeWarning" not in done.stderr and "3 branches" in done.stderr
+    exported = load_autoencoder(tmp_path / "ae.safetensors")
+    for (name, a), (_, b) in zip(net.state_dict().items(), exported.state_dict().items()):
+        assert torch.equal(a, b), name

@@ -4,7 +4,7 @@ The diffusion stage calls :func:`load_autoencoder` with a Lightning checkpoint (
 ``torch.load(weights_only=True)``) or an exported ``.safetensors`` file, and gets the frozen
 :class:`~fitdiff.autoencoder.branched.BranchedVQAutoencoder` (``encode`` / ``decode``)::
 
-    python -m fitdiff.autoencoder.weights RUN/checkpoints/last.ckpt autoencoder.safetensors
+    python -m fitdiff.autoencoder RUN/checkpoints/last.ckpt autoencoder.safetensors
 
 The safetensors file holds the generator only (no discriminators, no LPIPS) and its constructor
 arguments as JSON in the metadata key ``config``.
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -95,7 +94,9 @@ def load_autoencoder(path: str | Path, map_location: str | torch.device = "cpu",
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: export a checkpoint's generator as safetensors."""
-    parser = argparse.ArgumentParser(description="Export an autoencoder checkpoint's weights as safetensors.")
+    parser = argparse.ArgumentParser(
+        prog="python -m fitdiff.autoencoder", description="Export an autoencoder checkpoint's weights as safetensors."
+    )
     parser.add_argument("checkpoint", help="AutoencoderModule .ckpt")
     parser.add_argument("output", help="destination .safetensors")
     args = parser.parse_args(argv)
@@ -106,7 +107,3 @@ def main(argv: list[str] | None = None) -> int:
     log.info("%s: %d branches, %.2f M parameters, latent %d channels at factor %d", args.output,
              len(net.branches), n / 1e6, net.latent_channels, net.downsampling_factor)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
