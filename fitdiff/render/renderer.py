@@ -155,49 +155,50 @@ class Renderer:
             raise ValueError(f"textures {sorted(textures)} need uvs and uv_faces")
         frags = self.rasterize(vertices, faces, camera)
 
-        # One gather for every per-vertex attribute: normal frame, position, colours; then the padded
+        # One gather for every per-vertex attribute (normal frame, position, colours), then the padded
         # (B, P, C) layout so per-image textures and lights apply with batched ops.
         tangent_mapped = normal_map is not None and self.normal_space == "tangent"
+        per_vertex: dict[str, torch.Tensor] = {}
         if tangent_mapped:
             tan, bitan, nrm = tangent_frames(vertices, faces, uvs.to(vertices), uv_faces.to(faces))  # type: ignore[union-attr]
-            stack = [nrm, tan, bitan]
+            per_vertex.update(normal=nrm, tangent=tan, bitangent=bitan)
         else:
-            stack = [vertex_normals(vertices, faces)]
+            per_vertex["normal"] = vertex_normals(vertices, faces)
         want_view = specular is not None and lights is not None
         if want_view and camera.perspective:
-            stack.append(vertices)
+            per_vertex["position"] = vertices
         if diffuse is None and vertex_colors is not None:
             if vertex_colors.shape[:2] != vertices.shape[:2]:
                 raise ValueError(f"vertex_colors must be {tuple(vertices.shape[:2])} + (C,), got {tuple(vertex_colors.shape)}")
-            stack.append(vertex_colors.to(vertices))
-        packed = interpolate_vertex_attributes(frags, torch.cat(stack, dim=-1))
+            per_vertex["color"] = vertex_colors.to(vertices)
+        packed = interpolate_vertex_attributes(frags, torch.cat(list(per_vertex.values()), dim=-1))
+        widths = {name: value.shape[-1] for name, value in per_vertex.items()}
         if textures:
             assert uvs is not None and uv_faces is not None
             packed = torch.cat([packed, interpolate_face_attributes(frags, uvs.to(packed), uv_faces)], dim=-1)
-        attrs = frags.to_padded(packed)  # (B, P, C)
-        geo_normal = F.normalize(attrs[..., 0:3], dim=-1, eps=1e-12)
-        col = 3
-        tangent = bitangent = None
-        if tangent_mapped:
-            tangent, bitangent = attrs[..., 3:6], attrs[..., 6:9]
-            col = 9
+            widths["uv"] = 2
+        # One split rather than a slice per attribute: the split's backward is a single concatenation,
+        # whereas every slice would zero-fill a gradient the size of the whole padded tensor.
+        attrs = dict(zip(widths, frags.to_padded(packed).split(list(widths.values()), dim=-1)))
+        geo_normal = F.normalize(attrs["normal"], dim=-1, eps=1e-12)
         view_dirs = None
         if want_view and camera.perspective:
-            view_dirs = F.normalize(camera.centre().unsqueeze(1) - attrs[..., col : col + 3], dim=-1, eps=1e-12)
-            col += 3
+            view_dirs = F.normalize(camera.centre().unsqueeze(1) - attrs["position"], dim=-1, eps=1e-12)
         elif want_view:
             view_dirs = camera.backward_axis().unsqueeze(1)
-        sampled = self._sample_textures(textures, attrs[..., -2:], batch) if textures else {}
+        sampled = self._sample_textures(textures, attrs["uv"], batch) if textures else {}
         if "diffuse" in sampled:
             albedo = sampled["diffuse"]
-        elif vertex_colors is not None:
-            albedo = attrs[..., col : col + vertex_colors.shape[-1]]
+        elif "color" in attrs:
+            albedo = attrs["color"]
         else:
             albedo = torch.ones_like(geo_normal)
 
         normal = geo_normal
         if normal_map is not None:
-            normal = apply_normal_map(sampled["normal_map"], geo_normal, tangent, bitangent, self.normal_space)
+            normal = apply_normal_map(
+                sampled["normal_map"], geo_normal, attrs.get("tangent"), attrs.get("bitangent"), self.normal_space
+            )
 
         if sh_coeffs is None and lights is None:
             color = albedo
