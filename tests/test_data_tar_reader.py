@@ -113,3 +113,14 @@ def test_bad_pax_size_is_reported():
     damaged = data.replace(b" path=", b" size=", 1)  # same record length, value not a number
     with pytest.raises(TarFormatError, match="bad pax size .* for the member at byte 1024"):
         list(iter_tar_members(io.BytesIO(damaged)))
+
+
+def test_sparse_members_are_refused_not_dropped():
+    data = bytearray(_tar([("s0.id.npy", b"abc")]))
+    data[156:157] = b"S"  # GNU sparse type flag on the first (only) member header
+    block = data[:512]
+    block[148:156] = b" " * 8
+    block[148:156] = f"{sum(block):06o}\0 ".encode()
+    data[:512] = block
+    with pytest.raises(TarFormatError, match="'s0.id.npy' at byte 0 is stored as a sparse file"):
+        list(iter_tar_members(io.BytesIO(bytes(data))))

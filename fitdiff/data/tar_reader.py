@@ -23,6 +23,7 @@ _REGULAR = (b"0", b"\0", b"7")  # regular file; old-style regular; contiguous fi
 _PAX = (b"x",)
 _PAX_GLOBAL = (b"g",)
 _GNU_LONGNAME = (b"L",)
+_GNU_SPARSE = (b"S",)
 
 
 class TarFormatError(ValueError):
@@ -141,8 +142,14 @@ def iter_tar_members(
                 prefix = header[345:500].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
                 if prefix:
                     name = f"{prefix}/{name}"
+        sparse_keys = tuple(pax)
         pax, long_name = {}, None
 
+        if kind in _GNU_SPARSE or any(k.startswith("GNU.sparse.") for k in sparse_keys):
+            raise TarFormatError(
+                f"member {name!r} at byte {data_offset - _BLOCK} is stored as a sparse file, which shards do not "
+                "support: re-create the archive without sparse-file handling (e.g. without tar --sparse)"
+            )
         if kind not in _REGULAR or (select is not None and not select(name)):
             if seekable:
                 stream.seek(padded, 1)
