@@ -4,8 +4,10 @@ Python's ``tarfile`` (which webdataset's ``tarfile_samples`` uses) spends ~30 us
 building ``TarInfo`` objects; a face sample has eight members, so reading a shard cost more than opening
 eight separate files. This reader parses the 512-byte ustar headers directly (≈ 4 us per member) and
 handles what tar writers put in shards: regular files, POSIX pax extended headers (long paths, large
-sizes), GNU long names; directories, links and other entries are skipped. No installed library offers a
-faster sequential tar member reader, hence this module.
+sizes), GNU long names; directories, links and other entries are skipped; sparse files (which no shard
+writer produces) raise rather than being dropped. Checked against tarfile on archives written by
+Python's tarfile (ustar, GNU, pax) and by GNU tar. No installed library offers a faster sequential tar
+member reader, hence this module.
 
 Samples are grouped the WebDataset way: a member ``dir/key.ext.more`` belongs to sample ``dir/key``
 under the name ``ext.more`` (lower case); consecutive members with the same key form one sample.
