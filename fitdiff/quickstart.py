@@ -114,17 +114,22 @@ def _stage_dataset(out_dir: Path) -> None:
     _run_entry_point("data_prep/verify_identity.py", ["--data", str(data)])
 
 
-def _last_validation(metrics_csv: Path) -> dict[str, float]:
-    """The last row of ``val/`` metrics in a Lightning CSV log."""
+def _validations(metrics_csv: Path) -> list[dict[str, float]]:
+    """Every row of ``val/`` metrics in a Lightning CSV log, in logging order."""
     import csv
 
-    last: dict[str, float] = {}
+    rows: list[dict[str, float]] = []
     with open(metrics_csv, newline="") as handle:
         for row in csv.DictReader(handle):
             values = {k: float(v) for k, v in row.items() if k.startswith("val/") and v not in ("", None)}
             if values:
-                last = values
-    return last
+                rows.append(values)
+    return rows
+
+
+def _describe(metrics: dict[str, float]) -> str:
+    wanted = ("val/diffuse_psnr", "val/specular_psnr", "val/normals_angular_error")
+    return ", ".join(f"{k} {metrics[k]:.2f}" for k in wanted if k in metrics)
 
 
 def _stage_autoencoder(out_dir: Path) -> None:
@@ -146,9 +151,14 @@ def _stage_autoencoder(out_dir: Path) -> None:
             run_dir / "checkpoints" / "last.ckpt"
         ]
         _run_entry_point("-m", ["fitdiff.autoencoder", str(checkpoints[-1]), str(weights)])
-    metrics = _last_validation(run_dir / "csv" / "metrics.csv")
-    wanted = ("val/diffuse_psnr", "val/specular_psnr", "val/normals_angular_error")
-    log.info("autoencoder, last validation: %s", ", ".join(f"{k} {metrics[k]:.2f}" for k in wanted if k in metrics))
+    rows = _validations(run_dir / "csv" / "metrics.csv")
+    scored = [r for r in rows if "val/rec_loss" in r]
+    if scored:
+        # the exported checkpoint is the best by val/rec_loss (callbacks.model_checkpoint, save_top_k=1)
+        best = min(scored, key=lambda r: r["val/rec_loss"])
+        log.info("autoencoder, exported weights (best val/rec_loss): %s", _describe(best))
+    if rows:
+        log.info("autoencoder, last validation: %s", _describe(rows[-1]))
 
 
 SYNTHETIC_ARGS = [
