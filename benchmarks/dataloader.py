@@ -2,6 +2,7 @@
 
     python benchmarks/dataloader.py [--data DIR] [--samples 384] [--image 128] [--uv 64]
                                     [--batch 16] [--workers 2] [--batches 60] [--repeats 3]
+                                    [--fields diffuse specular normals]
 
 Both loaders read the same samples with the same decoders (OpenCV PNG, ``np.load(allow_pickle=False)``,
 JSON), the same collate function, DataLoader workers and batch size:
@@ -10,6 +11,9 @@ JSON), the same collate function, DataLoader workers and batch size:
   shuffle buffer, resampled shards), with and without the per-sample schema check;
 * files:  ``FolderDataset`` (one file per field: ``<subject>/<image>/image.png`` ...), shuffled
   map-style DataLoader, no schema check.
+
+``--fields`` restricts both loaders to some sample fields, e.g. the autoencoder stage's UV maps
+(the shard loader then skips the other tar members, the per-file loader opens only those files).
 
 Without ``--data`` a temporary dataset of random samples is written in both layouts. With ``--data`` the
 shards are read in place and unpacked once into a temporary per-file tree. Every measurement runs one
@@ -110,6 +114,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batches", type=int, default=None, help="batches per timed pass (default: one epoch)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--fields", nargs="+", default=None, help="sample fields to load (default: all)")
     parser.add_argument("--cold", action="store_true",
                         help="evict the dataset files from the page cache before every timed pass")
     args = parser.parse_args()
@@ -130,6 +135,7 @@ def main() -> None:
         log.info("dataset: %d train samples (image %dpx, uv %dpx), %d shards / %.1f MB, %d files; prepared in %.1f s",
                  n, manifest.spec.image_resolution, manifest.spec.uv_resolution, len(manifest.shards_for("train")),
                  shard_bytes / 1e6, n_files, time.perf_counter() - start)
+        log.info("fields: %s", ", ".join(args.fields) if args.fields else "all")
         log.info("loader: batch %d, %d workers, %d batches per pass, %d timed passes after 1 warm-up, %s page "
                  "cache; %d CPU cores", args.batch, args.workers, batches, args.repeats,
                  "cold" if args.cold else "warm", os.cpu_count() or 0)
@@ -137,10 +143,11 @@ def main() -> None:
         results = {}
         for name, validate in (("shards", False), ("shards+validate", True)):
             dm = FaceDataModule(str(shards), batch_size=args.batch, num_workers=args.workers, seed=0,
-                                validate_samples=validate, steps_per_epoch=batches, shuffle_buffer=256)
+                                validate_samples=validate, steps_per_epoch=batches, shuffle_buffer=256,
+                                fields=args.fields)
             dm.setup("fit")
             results[name] = _rate(dm.train_dataloader(), batches, args.repeats, shards if args.cold else None)
-        files = DataLoader(FolderDataset(folder), batch_size=args.batch, shuffle=True, drop_last=True,
+        files = DataLoader(FolderDataset(folder, fields=args.fields), batch_size=args.batch, shuffle=True, drop_last=True,
                            num_workers=args.workers, persistent_workers=args.workers > 0, collate_fn=FaceCollate())
         results["files"] = _rate(files, batches, args.repeats, folder if args.cold else None)
 

@@ -1,12 +1,13 @@
 """Renderer speed: batch of 8 faces at 256x256, full shading, forward + backward, against deodr.
 
-    python benchmarks/render.py [--batch 8] [--size 256] [--vertices 25000] [--repeats 3]
+    python benchmarks/render.py [--batch 8] [--size 256] [--vertices 25000] [--repeats 3] [--profile]
 
 Ours renders the batch in one call (diffuse + specular albedo maps, tangent-space normal map, order-2
 SH + one directional light, Blinn-Phong) and back-propagates an L1 image loss to vertices, textures and
 lights. deodr (CPU, Cython) renders the same meshes one image at a time with per-vertex colours, a
 directional + ambient light and its edge antialiasing, forward + backward to vertices and colours.
-Times are the median over ``--repeats`` runs after one warm-up.
+Times are the median over ``--repeats`` runs after one warm-up. ``--profile`` also prints the operators
+that take the most time in one full-shading forward + backward (torch.profiler), to see where time goes.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--fov", type=float, default=22.0)
     parser.add_argument("--no-deodr", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="print the top operators of one full-shading step")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.manual_seed(0)
@@ -85,6 +87,13 @@ def main() -> None:
     total = _median_ms(ours_step, args.repeats)
     log.info("ours:  forward %.1f ms, forward+backward %.1f ms per batch of %d (%.1f ms / image); "
              "face covers %.0f%% of the image", fwd, total, batch, total / batch, 100 * coverage)
+
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            ours_step()
+        print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=20))
 
     colors0 = torch.rand(batch, verts0.shape[1], 3)
 
