@@ -123,8 +123,8 @@ def tangent_frames(
     # and avoids dividing by tiny UV areas.
     det = d1[..., 0:1] * d2[..., 1:2] - d2[..., 0:1] * d1[..., 1:2]  # (F, 1, 1) signed 2x UV area
     sign = torch.where(det < 0, -1.0, 1.0).to(vertices.dtype)
-    tan_face = (e1 * (d2[..., 1:2] * sign) - e2 * (d1[..., 1:2] * sign))
-    bit_face = (e2 * (d1[..., 0:1] * sign) - e1 * (d2[..., 0:1] * sign))
+    tan_face = e1 * (d2[..., 1:2] * sign) - e2 * (d1[..., 1:2] * sign)
+    bit_face = e2 * (d1[..., 0:1] * sign) - e1 * (d2[..., 0:1] * sign)
     normal_face = _cross(e1, e2)
 
     # one scatter for the three per-face vectors
