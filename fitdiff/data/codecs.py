@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import re
 from typing import Any
 
@@ -105,7 +106,7 @@ def decode_npy(data: bytes) -> np.ndarray:
         if match is not None:
             dtype = np.dtype(match["descr"].decode())
             shape = tuple(int(d) for d in match["shape"].split(b",") if d.strip())
-            count = int(np.prod(shape, dtype=np.int64))
+            count = math.prod(shape)  # exact (no int64 overflow on hostile headers)
             offset = start + header_len
             if len(data) - offset != count * dtype.itemsize:
                 raise ValueError(
