@@ -118,9 +118,23 @@ def test_bad_pax_size_is_reported():
 def test_sparse_members_are_refused_not_dropped():
     data = bytearray(_tar([("s0.id.npy", b"abc")]))
     data[156:157] = b"S"  # GNU sparse type flag on the first (only) member header
-    block = data[:512]
-    block[148:156] = b" " * 8
-    block[148:156] = f"{sum(block):06o}\0 ".encode()
-    data[:512] = block
+    data[:512] = _fix_checksum(bytes(data[:512]))
     with pytest.raises(TarFormatError, match="'s0.id.npy' at byte 0 is stored as a sparse file"):
         list(iter_tar_members(io.BytesIO(bytes(data))))
+
+
+def test_huge_size_field_reports_truncation_without_allocating_it():
+    data = bytearray(_tar([("s0.id.npy", b"abc")], fmt=tarfile.USTAR_FORMAT))
+    data[124:136] = b"77777777777\0"  # 8 GiB claimed by a header with a valid checksum
+    data[:512] = _fix_checksum(bytes(data[:512]))
+    with pytest.raises(
+        TarFormatError, match=r"end of data in member 's0.id.npy' at byte 512 \(wanted 8589934592"
+    ):
+        list(iter_tar_members(io.BytesIO(bytes(data))))
+
+
+def _fix_checksum(header: bytes) -> bytes:
+    block = bytearray(header)
+    block[148:156] = b" " * 8
+    block[148:156] = f"{sum(block):06o}\0 ".encode()
+    return bytes(block)

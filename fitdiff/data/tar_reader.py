@@ -53,8 +53,22 @@ def _checksum_ok(header: bytes) -> bool:
     return expected == unsigned
 
 
+_CHUNK = 1 << 24  # read big members in 16 MiB pieces: a damaged size field must not allocate gigabytes
+
+
 def _read_exact(stream: BinaryIO, size: int, what: str, offset: int) -> bytes:
-    data = stream.read(size)
+    if size <= _CHUNK:
+        data = stream.read(size)
+    else:
+        pieces = []
+        remaining = size
+        while remaining > 0:
+            piece = stream.read(min(remaining, _CHUNK))
+            if not piece:
+                break
+            pieces.append(piece)
+            remaining -= len(piece)
+        data = b"".join(pieces)
     if len(data) != size:
         raise TarFormatError(
             f"unexpected end of data in {what} at byte {offset} (wanted {size} bytes, got {len(data)})"
