@@ -138,3 +138,10 @@ def _fix_checksum(header: bytes) -> bytes:
     block[148:156] = b" " * 8
     block[148:156] = f"{sum(block):06o}\0 ".encode()
     return bytes(block)
+
+
+def test_truncated_member_is_reported_when_skipped():
+    data = _tar(MEMBERS)
+    cut = data[:700]  # inside the first member's data
+    with pytest.raises(TarFormatError, match="end of data in member 'a/s0.image.png' at byte 512"):
+        list(iter_tar_members(io.BytesIO(cut), select=lambda name: False))

@@ -124,6 +124,10 @@ def iter_tar_members(
     long_name: str | None = None
     pax: dict[str, str] = {}
     seekable = stream.seekable()
+    if seekable:  # the archive's end, to tell a skipped member that runs past it from a clean end
+        start = stream.tell()
+        end = stream.seek(0, 2) - start
+        stream.seek(start)
     while True:
         header = stream.read(_BLOCK)
         if not header:
@@ -168,6 +172,11 @@ def iter_tar_members(
             )
         if kind not in _REGULAR or (select is not None and not select(name)):
             if seekable:
+                if data_offset + size > end:
+                    raise TarFormatError(
+                        f"unexpected end of data in member {name!r} at byte {data_offset} "
+                        f"(wanted {size} bytes, the archive ends {end - data_offset} bytes later)"
+                    )
                 stream.seek(padded, 1)
             else:
                 _read_exact(stream, padded, f"member {name!r}", data_offset)
