@@ -1,11 +1,14 @@
 """Renderer speed: batch of 8 faces at 256x256, full shading, forward + backward, against deodr.
 
     python benchmarks/render.py [--batch 8] [--size 256] [--vertices 25000] [--repeats 3] [--profile]
+                                [--device cpu|cuda]
 
 Ours renders the batch in one call (diffuse + specular albedo maps, tangent-space normal map, order-2
 SH + one directional light, Blinn-Phong) and back-propagates an L1 image loss to vertices, textures and
 lights. deodr (CPU, Cython) renders the same meshes one image at a time with per-vertex colours, a
 directional + ambient light and its edge antialiasing, forward + backward to vertices and colours.
+Ours runs on ``--device`` (default: CUDA when available, else CPU; CUDA times are synchronised and the
+peak GPU memory of one full-shading step is printed); deodr always runs on the CPU, as it only can.
 Times are the median over ``--repeats`` runs after one warm-up. ``--profile`` also prints the operators
 that take the most time in one full-shading forward + backward (torch.profiler), to see where time goes.
 """
@@ -26,12 +29,18 @@ from fitdiff.render import DirectionalLights, PerspectiveCamera, Renderer, ambie
 log = logging.getLogger("benchmarks.render")
 
 
-def _median_ms(fn, repeats: int) -> float:
+def _median_ms(fn, repeats: int, device: torch.device | None = None) -> float:
+    def sync() -> None:
+        if device is not None and device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     fn()  # warm-up
     times = []
     for _ in range(repeats):
+        sync()
         start = time.perf_counter()
         fn()
+        sync()
         times.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times)
 
@@ -46,7 +55,12 @@ def main() -> None:
     parser.add_argument("--fov", type=float, default=22.0)
     parser.add_argument("--no-deodr", action="store_true")
     parser.add_argument("--profile", action="store_true", help="print the top operators of one full-shading step")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="where ours runs (default: cuda when available)")
     args = parser.parse_args()
+    dev = torch.device(args.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available here")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.manual_seed(0)
 
@@ -57,10 +71,11 @@ def main() -> None:
     faces, uvs, uv_faces = model.faces, model.uvs.float(), model.uv_faces
     eye = torch.tensor([0.0, 20.0, 650.0]).expand(batch, 3)
     rot, trans = look_at(eye, torch.tensor([0.0, 0.0, 40.0]))
-    cam = PerspectiveCamera.from_fov(rot, trans, (size, size), args.fov)
+    cam = PerspectiveCamera.from_fov(rot.to(dev), trans.to(dev), (size, size), args.fov)
+    where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     log.info("settings: batch %d, image %dx%d, mesh %d vertices / %d triangles, textures %dx%d, "
-             "torch %s, %d threads", batch, size, size, verts0.shape[1], faces.shape[0], tex, tex,
-             torch.__version__, torch.get_num_threads())
+             "torch %s, ours on %s", batch, size, size, verts0.shape[1], faces.shape[0], tex, tex,
+             torch.__version__, where)
 
     diffuse = torch.rand(batch, 3, tex, tex)
     specular = torch.rand(batch, 1, tex, tex) * 0.5
@@ -72,37 +87,47 @@ def main() -> None:
     light_dir = torch.tensor([[0.4, 0.5, 1.0]]).expand(batch, 3).clone()
     target = torch.rand(batch, 3, size, size)
     renderer = Renderer((size, size), shininess=32.0)
+    on_dev = [t.to(dev) for t in (verts0, faces, uvs, uv_faces, diffuse, specular, normal_map, sh, light_dir, target)]
+    verts_d, faces_d, uvs_d, uv_faces_d, diffuse_d, specular_d, normal_map_d, sh_d, light_dir_d, target_d = on_dev
 
     def ours_step(backward: bool = True) -> torch.Tensor:
-        leaves = [t.detach().requires_grad_(backward) for t in (verts0, diffuse, specular, normal_map, sh, light_dir)]
+        leaves = [t.detach().requires_grad_(backward)
+                  for t in (verts_d, diffuse_d, specular_d, normal_map_d, sh_d, light_dir_d)]
         v, d, s, n, c, ld = leaves
-        out = renderer(v, faces, cam, uvs=uvs, uv_faces=uv_faces, diffuse=d, specular=s, normal_map=n,
-                       sh_coeffs=c, lights=DirectionalLights(ld, intensity=torch.full((batch, 1), 0.5)))
+        out = renderer(v, faces_d, cam, uvs=uvs_d, uv_faces=uv_faces_d, diffuse=d, specular=s, normal_map=n,
+                       sh_coeffs=c, lights=DirectionalLights(ld, intensity=torch.full((batch, 1), 0.5, device=dev)))
         if backward:
-            (out.image - target).abs().mean().backward()
+            (out.image - target_d).abs().mean().backward()
         return out.alpha
 
     coverage = float(ours_step(False).mean())
-    fwd = _median_ms(lambda: ours_step(False), args.repeats)
-    total = _median_ms(ours_step, args.repeats)
+    fwd = _median_ms(lambda: ours_step(False), args.repeats, dev)
+    total = _median_ms(ours_step, args.repeats, dev)
     log.info("ours:  forward %.1f ms, forward+backward %.1f ms per batch of %d (%.1f ms / image); "
              "face covers %.0f%% of the image", fwd, total, batch, total / batch, 100 * coverage)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+        ours_step()
+        log.info("ours:  peak GPU memory of one full-shading forward+backward %.0f MiB",
+                 torch.cuda.max_memory_allocated(dev) / 2**20)
 
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
-        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+        with profile(activities=activities, record_shapes=True) as prof:
             ours_step()
-        print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=20))
+        sort = "self_cuda_time_total" if dev.type == "cuda" else "self_cpu_time_total"
+        print(prof.key_averages(group_by_input_shape=True).table(sort_by=sort, row_limit=20))
 
-    colors0 = torch.rand(batch, verts0.shape[1], 3)
+    colors0 = torch.rand(batch, verts0.shape[1], 3, device=dev)
 
     def ours_vertex_colour_step() -> None:
-        v, c, ld = (t.detach().requires_grad_(True) for t in (verts0, colors0, light_dir))
-        out = renderer(v, faces, cam, vertex_colors=c, lights=DirectionalLights(ld))
-        (out.image - target).abs().mean().backward()
+        v, c, ld = (t.detach().requires_grad_(True) for t in (verts_d, colors0, light_dir_d))
+        out = renderer(v, faces_d, cam, vertex_colors=c, lights=DirectionalLights(ld))
+        (out.image - target_d).abs().mean().backward()
 
-    simple = _median_ms(ours_vertex_colour_step, args.repeats)
+    simple = _median_ms(ours_vertex_colour_step, args.repeats, dev)
     log.info("ours, deodr-like shading (vertex colours + 1 directional light): forward+backward %.1f ms "
              "per batch of %d", simple, batch)
 
