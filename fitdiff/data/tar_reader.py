@@ -21,6 +21,7 @@ from typing import BinaryIO
 __all__ = ["TarFormatError", "iter_tar_members", "iter_tar_samples", "split_member_name"]
 
 _BLOCK = 512
+_ZERO_BLOCK = b"\0" * _BLOCK
 _REGULAR = (b"0", b"\0", b"7")  # regular file; old-style regular; contiguous file
 _PAX = (b"x",)
 _PAX_GLOBAL = (b"g",)
@@ -134,7 +135,7 @@ def iter_tar_members(
             return  # EOF at a member boundary
         if len(header) != _BLOCK:
             raise TarFormatError(f"unexpected end of data in the tar header at byte {offset}")
-        if header == b"\0" * _BLOCK:
+        if header == _ZERO_BLOCK:
             return  # end-of-archive marker
         if not _checksum_ok(header):
             raise TarFormatError(f"bad tar header checksum at byte {offset} (not a tar archive, or damaged)")
@@ -162,10 +163,10 @@ def iter_tar_members(
                 prefix = header[345:500].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
                 if prefix:
                     name = f"{prefix}/{name}"
-        sparse_keys = tuple(pax)
+        sparse = kind in _GNU_SPARSE or any(k.startswith("GNU.sparse.") for k in pax)
         pax, long_name = {}, None
 
-        if kind in _GNU_SPARSE or any(k.startswith("GNU.sparse.") for k in sparse_keys):
+        if sparse:
             raise TarFormatError(
                 f"member {name!r} at byte {data_offset - _BLOCK} is stored as a sparse file, which shards do not "
                 "support: re-create the archive without sparse-file handling (e.g. without tar --sparse)"
