@@ -1,4 +1,4 @@
-"""Face models: PCA shape model, procedural template, geometry, identity, detection and alignment."""
+"""Face models: PCA shape model, procedural template, identity, detection and alignment."""
 
 from . import synthetic_recognizer  # noqa: F401 - registers the "synthetic_recognizer" identity encoder
 from .alignment import (

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import geometry
+from fitdiff.render import mesh
 
 __all__ = ["PCAShapeModel", "ShapeModelError", "FORMAT_VERSION", "NPZ_KEYS"]
 
@@ -235,11 +235,11 @@ class PCAShapeModel(nn.Module):
 
     def vertex_normals(self, vertices: torch.Tensor) -> torch.Tensor:
         """(B, V, 3) unit area-weighted outward vertex normals of ``vertices`` (B, V, 3)."""
-        return geometry.vertex_normals(vertices, self.faces)
+        return mesh.vertex_normals(vertices, self.faces)
 
     def tangent_frames(self, vertices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(tangents, bitangents, normals), each (B, V, 3), from the model's UV layout."""
-        return geometry.tangent_frames(vertices, self.faces, self.uvs, self.uv_faces)
+        return mesh.tangent_frames(vertices, self.faces, self.uvs, self.uv_faces)
 
     def sample(
         self, batch_size: int, generator: torch.Generator | None = None, scale: float = 1.0

@@ -87,7 +87,7 @@ def gather_corners(values: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
 
     Gathers rows of the (V, B * C) transposed layout: index_select along dim 0 is several times faster
     than along dim 1 on CPU. Face-major gather order (unlike the corner-major one in
-    :mod:`fitdiff.face.geometry`) because this (B, F, 3, C) copy is then 2x cheaper."""
+    :mod:`fitdiff.render.mesh`) because this (B, F, 3, C) copy is then 2x cheaper."""
     batch, n_vertices, channels = values.shape
     rows = values.transpose(0, 1).reshape(n_vertices, batch * channels).index_select(0, faces.reshape(-1))
     return rows.view(faces.shape[0], 3, batch, channels).permute(2, 0, 1, 3).contiguous()

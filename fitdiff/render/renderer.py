@@ -8,12 +8,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from fitdiff.face.geometry import tangent_frames, vertex_normals
 from fitdiff.render.cameras import Camera
 from fitdiff.render.compositing import composite_over
 from fitdiff.render.fragments import Fragments
 from fitdiff.render.interpolate import interpolate_face_attributes, interpolate_vertex_attributes
 from fitdiff.render.lighting import DirectionalLights
+from fitdiff.render.mesh import tangent_frames, vertex_normals
 from fitdiff.render.rasterizer import rasterize
 from fitdiff.render.shading import apply_normal_map, blinn_phong, lambert
 from fitdiff.render.texture import sample_texture

@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from fitdiff.face.geometry import face_normals, tangent_frames, vertex_normals
+from fitdiff.render.mesh import face_normals, tangent_frames, vertex_normals
 
 
 def _grid(n: int = 5, mirror_u: bool = False):

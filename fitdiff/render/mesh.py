@@ -1,4 +1,4 @@
-"""Per-vertex differential geometry of triangle meshes: normals and tangent frames for normal mapping.
+"""Mesh maths shared by the renderer and the shape models: face / vertex normals and tangent frames.
 
 All functions are batched over meshes that share one triangle list, differentiable, and follow the
 device and dtype of ``vertices``. Conventions: triangles counter-clockwise seen from outside, so face
