@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -78,7 +79,7 @@ def _experiment_file(tmp_path, body: str) -> str:
 
 
 def test_schema_rejects_top_level_typo_in_experiment_file(compose_train, tmp_path):
-    with pytest.raises(Exception, match="seeed"):
+    with pytest.raises(ConfigCompositionException, match="seeed"):
         compose_train("typo", _experiment_file(tmp_path, "seeed: 3\n"))
 
 
@@ -89,7 +90,7 @@ def test_nested_typo_in_experiment_file_is_named(compose_train, tmp_path):
 
 
 def test_schema_rejects_wrong_top_level_type(compose_train):
-    with pytest.raises(Exception, match="seed"):
+    with pytest.raises(ConfigCompositionException, match="seed"):
         compose_train("smoke", "seed=abc")
 
 

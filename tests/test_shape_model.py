@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -202,12 +200,9 @@ def test_landmarks_valid_and_anatomical(model: PCAShapeModel) -> None:
 
 @pytest.mark.parametrize("n_vertices", [2000, 50000])
 def test_vertex_count_control(n_vertices: int) -> None:
-    start = time.perf_counter()
     model = make_procedural_shape_model(n_vertices=n_vertices, n_components=50)
-    elapsed = time.perf_counter() - start
     assert abs(model.n_vertices - n_vertices) <= 0.01 * n_vertices
     assert model.n_components == 50
-    assert elapsed < 8.0  # 0.2-0.4 s for 50k on 2 idle cores; the bound allows for a loaded machine
 
 
 def test_template_mesh_sanity() -> None:
