@@ -11,15 +11,10 @@ from torch import nn
 from fitdiff.autoencoder.adaptive_weight import adaptive_weight
 from fitdiff.autoencoder.branched import UNIT_VECTOR_MAPS, AutoencoderOutput
 from fitdiff.autoencoder.discriminator import PatchDiscriminator
-from fitdiff.autoencoder.perceptual import PerceptualLoss
+from fitdiff.metrics.angular import angular_error
+from fitdiff.metrics.lpips import PerceptualLoss
 
 __all__ = ["angular_error", "hinge_discriminator_loss", "VQGANLoss"]
-
-
-def angular_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Angle in radians between (B, 3, H, W) unit-vector maps, per pixel: (B, H, W)."""
-    cos = (F.normalize(pred, dim=1) * F.normalize(target, dim=1)).sum(1)
-    return torch.acos(cos.clamp(-1.0 + 1e-7, 1.0 - 1e-7))
 
 
 def hinge_discriminator_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
@@ -38,7 +33,7 @@ class VQGANLoss(nn.Module):
     ``gen = sum_b rec_b + [step >= disc_start] * disc_weight * lambda_b * (-mean D_b(x̂_b))
     + codebook_weight * vq_loss``
 
-    with ``lambda_b`` the adaptive weight at branch ``b``'s last decoder layer (DESIGN §4). Each branch has
+    with ``lambda_b`` the adaptive weight at branch ``b``'s last decoder layer (docs/DESIGN.md §5). Each branch has
     its own hinge PatchGAN discriminator over its stacked maps, off before ``disc_start``.
 
     Args:

@@ -1,7 +1,7 @@
 """One fitted face in memory (:class:`FaceSample`), its key convention and its shard encoding.
 
 A WebDataset sample is a group of tar members ``<key>.<suffix>`` sharing one key. The suffixes and
-their contents (DESIGN §3):
+their contents (docs/DESIGN.md §4):
 
 ==============  =====================  ==========================================================
 attribute       member                 content
