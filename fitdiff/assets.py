@@ -24,12 +24,13 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from fitdiff.io import CHUNK_BYTES, AtomicFile, atomic_write, atomic_write_text, sha256_file
 
 __all__ = [
     "Asset",
@@ -45,12 +46,8 @@ __all__ = [
     "require",
     "fetch",
     "add",
-    "sha256_of",
     "main",
 ]
-
-_CHUNK = 1 << 20  # 1 MiB
-
 
 class AssetError(RuntimeError):
     """Base class of asset errors."""
@@ -201,15 +198,6 @@ def asset_path(name: str) -> Path:
     return asset_dir() / get(name).filename
 
 
-def sha256_of(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _stamp_path(path: Path) -> Path:
     return path.with_name(path.name + ".verified.json")
 
@@ -230,7 +218,7 @@ def _verified_stamp_matches(path: Path, sha256: str) -> bool:
 def _write_stamp(path: Path, sha256: str) -> None:
     info = path.stat()
     record = {"sha256": sha256, "size": info.st_size, "mtime_ns": info.st_mtime_ns}
-    _stamp_path(path).write_text(json.dumps(record))
+    atomic_write_text(_stamp_path(path), json.dumps(record))
 
 
 def verify(name: str, *, use_stamp: bool = True) -> bool:
@@ -243,7 +231,7 @@ def verify(name: str, *, use_stamp: bool = True) -> bool:
         return True
     if use_stamp and _verified_stamp_matches(path, asset.sha256):
         return True
-    ok = sha256_of(path) == asset.sha256
+    ok = sha256_file(path) == asset.sha256
     if ok:
         _write_stamp(path, asset.sha256)
     return ok
@@ -271,14 +259,14 @@ def require(name: str, *, check: bool = True) -> Path:
         )
     if check and asset.sha256 is not None and not verify(name):
         raise AssetChecksumError(
-            f"asset {name!r} at {path} has sha256 {sha256_of(path)}, expected {asset.sha256}. "
+            f"asset {name!r} at {path} has sha256 {sha256_file(path)}, expected {asset.sha256}. "
             f"The file is corrupt or a different release; replace it with: "
             f"python -m fitdiff.assets fetch {name} --force"
         )
     return path
 
 
-def _iter_response(response, chunk: int = _CHUNK) -> Iterator[bytes]:
+def _iter_response(response, chunk: int = CHUNK_BYTES) -> Iterator[bytes]:
     while True:
         block = response.read(chunk)
         if not block:
@@ -317,15 +305,12 @@ def fetch(
         raise AssetMissingError(f"asset {name!r} cannot be downloaded automatically: {asset.fetch_hint()}")
     if final.is_file() and not force and verify(name):
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{asset.filename}.", suffix=".part", dir=final.parent)
-    tmp = Path(tmp_name)
-    try:
+    with AtomicFile(final) as out:  # renamed into place only if no error is raised below
         digest = hashlib.sha256()
         received = 0
         try:
             request = urllib.request.Request(source, headers={"User-Agent": "fitdiff-assets"})
-            with urllib.request.urlopen(request, timeout=timeout) as response, os.fdopen(fd, "wb") as out:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
                 length_header = response.headers.get("Content-Length")
                 expected = int(length_header) if length_header else asset.size_bytes
                 with _progress(progress, f"{name}", expected) as advance:
@@ -349,13 +334,9 @@ def fetch(
                 f"download of asset {name!r} from {source} has sha256 {actual}, expected {asset.sha256}; "
                 f"nothing was saved"
             )
-        os.replace(tmp, final)
-        if asset.sha256 is not None:
-            _write_stamp(final, asset.sha256)
-        return final
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    if asset.sha256 is not None:
+        _write_stamp(final, asset.sha256)
+    return final
 
 
 class _progress:
@@ -402,25 +383,16 @@ def add(name: str, source: str | os.PathLike[str], *, move: bool = False) -> Pat
     if not source.is_file():
         raise AssetMissingError(f"cannot add asset {name!r}: {source} is not a file")
     if asset.sha256 is not None:
-        actual = sha256_of(source)
+        actual = sha256_file(source)
         if actual != asset.sha256:
             raise AssetChecksumError(
                 f"{source} has sha256 {actual}, but asset {name!r} expects {asset.sha256}"
             )
     final = asset_path(name)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{asset.filename}.", suffix=".part", dir=final.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        if move:
-            shutil.move(source, tmp)
-        else:
-            shutil.copyfile(source, tmp)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_write(final) as out, open(source, "rb") as src:
+        shutil.copyfileobj(src, out, CHUNK_BYTES)
+    if move:
+        source.unlink()
     if asset.sha256 is not None:
         _write_stamp(final, asset.sha256)
     return final

@@ -75,7 +75,7 @@ def test_fetch_good_file_verifies_and_moves_into_place(blob):
     assert path == assets.asset_path(blob.name)
     assert path.read_bytes() == PAYLOAD
     assert assets.require(blob.name) == path
-    assert [n for n in _leftovers() if n.endswith(".part")] == []
+    assert [n for n in _leftovers() if n.startswith(".")] == []  # no temporary file left
 
 
 def test_fetch_wrong_checksum_leaves_nothing(blob, server):

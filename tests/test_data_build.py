@@ -15,11 +15,11 @@ from fitdiff.data import (
     random_sample,
     random_spec,
     read_shard,
-    sha256_file,
     subject_of,
     write_sample_folder,
 )
 from fitdiff.data.build import PROGRESS_NAME, REJECTS_NAME, build_shards
+from fitdiff.io import sha256_file
 from helpers import run_script
 
 SPEC = random_spec()

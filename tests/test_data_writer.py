@@ -17,9 +17,9 @@ from fitdiff.data import (
     load_manifest,
     random_sample,
     random_spec,
-    sha256_file,
 )
 from fitdiff.data.writer import PARTIAL_SUFFIX
+from fitdiff.io import sha256_file
 
 SPEC = random_spec()
 

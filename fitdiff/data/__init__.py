@@ -23,7 +23,6 @@ from fitdiff.data.manifest import (
     Manifest,
     ShardEntry,
     load_manifest,
-    sha256_file,
     shard_name,
     write_manifest,
 )
@@ -82,7 +81,6 @@ __all__ = [
     "read_folder_members",
     "read_shard",
     "resolve_rank",
-    "sha256_file",
     "shard_name",
     "split_by_rank",
     "subject_of",

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,12 +26,13 @@ from typing import Any
 
 from fitdiff.data.errors import SampleError
 from fitdiff.data.folder import SampleFolder, find_sample_folders, read_folder_members
-from fitdiff.data.manifest import SCHEMA_VERSION, SPLITS, Manifest, ShardEntry, sha256_file, shard_name
+from fitdiff.data.manifest import SCHEMA_VERSION, SPLITS, Manifest, ShardEntry, shard_name
 from fitdiff.data.sample import MEMBERS, FaceSample, decode_sample, subject_of
 from fitdiff.data.split import assign_splits
 from fitdiff.data.stats import DatasetStats
 from fitdiff.data.validation import SampleSpec, validate_sample
 from fitdiff.data.writer import ShardInfo, ShardWriter, dataset_statistics
+from fitdiff.io import atomic_write_text, sha256_file
 
 __all__ = ["BuildReport", "build_shards", "PROGRESS_NAME", "REJECTS_NAME"]
 
@@ -100,9 +100,7 @@ def _read_progress(path: Path) -> dict[str, Any]:
 
 
 def _write_progress(path: Path, progress: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(progress, sort_keys=True))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(progress, sort_keys=True))
 
 
 def _progress_bar(enabled: bool):
@@ -199,7 +197,7 @@ def build_shards(
         if done["samples"]:
             infos.append(ShardInfo(shard_name(split, index), split, done["samples"], done["sha256"], done["bytes"],
                                    stats=DatasetStats.from_dict(done["stats"])))
-    (out / REJECTS_NAME).write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rejects))
+    atomic_write_text(out / REJECTS_NAME, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rejects))
     manifest = Manifest(spec, [ShardEntry(i.name, i.split, i.samples, i.sha256, i.bytes) for i in infos],
                         dataset_statistics(infos))
     manifest.write(out)

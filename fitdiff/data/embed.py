@@ -24,6 +24,7 @@ from fitdiff.data.manifest import SPLITS, Manifest, ShardEntry, load_manifest
 from fitdiff.data.sample import MEMBERS, decode_sample
 from fitdiff.data.stream import read_shard
 from fitdiff.data.writer import ShardWriter
+from fitdiff.io import atomic_write_bytes
 
 __all__ = ["IdentityEmbedder", "embed_folder", "embed_shards"]
 
@@ -112,9 +113,7 @@ def embed_folder(src: str | Path, embedder: IdentityEmbedder, batch_size: int = 
             for folder, new in zip(group, embedder.update(members, shard=str(src))):
                 for name in (MEMBERS["identity"], MEMBERS["meta"]):
                     if name in new:
-                        tmp = folder.path / (name + ".tmp")
-                        tmp.write_bytes(new[name])
-                        tmp.replace(folder.path / name)
+                        atomic_write_bytes(folder.path / name, new[name])
             bar.advance(task, len(group))
     return len(folders)
 

@@ -19,9 +19,7 @@ manifest.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +27,7 @@ from typing import Any
 
 from fitdiff.data.errors import ManifestError
 from fitdiff.data.validation import SampleSpec
+from fitdiff.io import atomic_write_text, sha256_file
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -38,7 +37,6 @@ __all__ = [
     "Manifest",
     "write_manifest",
     "load_manifest",
-    "sha256_file",
     "shard_name",
 ]
 
@@ -51,15 +49,6 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 def shard_name(split: str, index: int) -> str:
     """``{split}-{index:05d}.tar``."""
     return f"{split}-{index:05d}.tar"
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -129,12 +118,8 @@ class Manifest:
 
     def write(self, directory: str | Path) -> Path:
         """Write ``directory/manifest.json`` atomically (temp file + rename); return its path."""
-        path = Path(directory) / MANIFEST_NAME
         text = json.dumps(self.to_dict(), indent=2, sort_keys=True, allow_nan=False) + "\n"
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-        return path
+        return atomic_write_text(Path(directory) / MANIFEST_NAME, text)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = MANIFEST_NAME) -> Manifest:

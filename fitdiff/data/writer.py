@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from fitdiff.data.manifest import MANIFEST_NAME, SPLITS, Manifest, ShardEntry, l
 from fitdiff.data.sample import FaceSample, check_key
 from fitdiff.data.stats import DatasetStats
 from fitdiff.data.validation import SampleSpec, validate_sample
+from fitdiff.io import AtomicFile
 
 __all__ = ["ShardInfo", "ShardWriter", "DatasetWriter", "dataset_statistics", "PARTIAL_SUFFIX"]
 
@@ -59,22 +59,26 @@ class ShardInfo:
 
 
 class _HashingFile:
-    """Write-only file wrapper that hashes and counts what passes through (tar streams need only write)."""
+    """Write-only atomic file that hashes and counts what passes through (tar streams need only write).
+
+    The bytes go to ``<path>.partial``; :meth:`commit` renames it onto ``path``, :meth:`discard` deletes it.
+    """
 
     def __init__(self, path: Path) -> None:
-        self.handle = open(path, "wb")  # noqa: SIM115 - closed by close()
+        self.file = AtomicFile(path, temp_name=path.name + PARTIAL_SUFFIX)
         self.digest = hashlib.sha256()
         self.size = 0
 
     def write(self, data: bytes) -> int:
         self.digest.update(data)
         self.size += len(data)
-        return self.handle.write(data)
+        return self.file.write(data)
 
-    def close(self) -> None:
-        self.handle.flush()
-        os.fsync(self.handle.fileno())
-        self.handle.close()
+    def commit(self) -> None:
+        self.file.commit()
+
+    def discard(self) -> None:
+        self.file.discard()
 
 
 class ShardWriter:
@@ -133,7 +137,7 @@ class ShardWriter:
 
     def _open(self) -> None:
         name = shard_name(self.split, self._index)
-        self._file = _HashingFile(self.out_dir / (name + PARTIAL_SUFFIX))
+        self._file = _HashingFile(self.out_dir / name)
         self._tar = wds.TarWriter(
             self._file, user=_TAR_USER, group=_TAR_USER, mode=_TAR_MODE, encoder=False, mtime=_TAR_MTIME
         )
@@ -176,11 +180,10 @@ class ShardWriter:
         if self._tar is None or self._file is None or self._current is None:
             return
         self._tar.close()  # writes the end-of-archive blocks
-        self._file.close()
+        self._file.commit()  # fsync, then rename <name>.partial -> <name>
         info = self._current
         info.sha256 = self._file.digest.hexdigest()
         info.bytes = self._file.size
-        os.replace(self.out_dir / (info.name + PARTIAL_SUFFIX), self.out_dir / info.name)
         log.debug("wrote %s (%d samples, %d bytes)", info.name, info.samples, info.bytes)
         self.shards.append(info)
         self._tar = self._file = self._current = None
@@ -196,9 +199,8 @@ class ShardWriter:
         if self._tar is not None and self._file is not None and self._current is not None:
             try:
                 self._tar.close()
-                self._file.close()
             finally:
-                (self.out_dir / (self._current.name + PARTIAL_SUFFIX)).unlink(missing_ok=True)
+                self._file.discard()
         self._tar = self._file = self._current = None
 
 
