@@ -1,8 +1,7 @@
-"""Autoencoder losses: adaptive weight, hinge, angular error, per-branch VQGAN loss, LPIPS loading."""
+"""Autoencoder losses: adaptive weight, hinge, per-branch VQGAN loss."""
 
 from __future__ import annotations
 
-import logging
 import math
 
 import pytest
@@ -11,13 +10,10 @@ import torch.nn.functional as F
 
 from fitdiff.autoencoder import (
     BranchedVQAutoencoder,
-    PerceptualLoss,
     VQGANLoss,
     adaptive_weight,
-    angular_error,
     hinge_discriminator_loss,
 )
-from fitdiff.autoencoder import perceptual as perceptual_module
 
 TINY = dict(ch=8, ch_mult=[1, 2], num_res_blocks=1, embed_dim=2, quantizer=dict(n_codes=32))
 
@@ -79,44 +75,3 @@ def test_discriminator_loss_and_hinge():
     assert all(p.grad is not None for p in loss.discriminators.parameters())
     assert all(p.grad is None for p in net.parameters())  # reconstructions are detached
     assert {"diffuse_d_loss", "normals_logits_real", "d_loss"} <= set(logs)
-
-
-def test_angular_error():
-    a = torch.tensor([0.0, 0.0, 1.0])[None, :, None, None].expand(1, 3, 2, 2)
-    b = torch.tensor([1.0, 0.0, 0.0])[None, :, None, None].expand(1, 3, 2, 2)
-    assert torch.allclose(angular_error(a, b), torch.full((1, 2, 2), math.pi / 2))
-    assert float(angular_error(a, a).max()) < 1e-3
-
-
-def test_lpips_random_backbone_warns_when_weights_are_absent(caplog):
-    with caplog.at_level(logging.WARNING, logger="fitdiff.autoencoder.perceptual"):
-        p = PerceptualLoss()
-    assert "RANDOM backbone" in caplog.text
-    assert not any(q.requires_grad for q in p.parameters())
-    x, y = torch.rand(2, 1, 16, 16) * 2 - 1, torch.rand(2, 1, 16, 16) * 2 - 1
-    d = p(x, y)
-    assert d.shape == (2,) and float(p(x, x).abs().max()) < 1e-6 and float(d.min()) > 0
-    p.train()
-    assert not p.lpips.training  # stays in eval mode
-
-
-def test_lpips_loads_the_backbone_asset(tmp_path, monkeypatch, caplog):
-    import warnings
-
-    import lpips
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torchvision's notice about `pretrained=`
-        vgg = lpips.pretrained_networks.vgg16(pretrained=False)
-    state = {}
-    for key, value in vgg.state_dict().items():  # slice<k>.<index>.<param> -> features.<index>.<param>
-        _, index, param = key.split(".")
-        state[f"features.{index}.{param}"] = torch.full_like(value, 0.01)
-    state["classifier.0.weight"] = torch.zeros(2, 2)  # ignored
-    path = tmp_path / "vgg16.pth"
-    torch.save(state, path)
-    monkeypatch.setattr("fitdiff.assets.require", lambda name, **_: path)
-    with caplog.at_level(logging.INFO, logger="fitdiff.autoencoder.perceptual"):
-        model = perceptual_module.build_lpips()
-    assert "loaded" in caplog.text and "RANDOM" not in caplog.text
-    assert torch.all(getattr(model.net.slice5, "28").weight == 0.01)

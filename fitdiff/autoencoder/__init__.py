@@ -15,9 +15,9 @@ from fitdiff.autoencoder.branched import (
 from fitdiff.autoencoder.discriminator import PatchDiscriminator
 from fitdiff.autoencoder.losses import VQGANLoss, angular_error, hinge_discriminator_loss
 from fitdiff.autoencoder.module import AutoencoderModule
-from fitdiff.autoencoder.perceptual import PerceptualLoss, build_lpips
 from fitdiff.autoencoder.quantizer import Quantized, VectorQuantizer
 from fitdiff.autoencoder.weights import build_network, export_safetensors, load_autoencoder
+from fitdiff.metrics.lpips import PerceptualLoss, build_lpips
 
 __all__ = [
     "AutoencoderModule",

@@ -9,7 +9,7 @@ from fitdiff.synthetic.scene import Scene, SceneRanges, sample_scene
 from fitdiff.synthetic.subjects import SubjectTruth, make_subject, rng_for, subject_id
 from fitdiff.synthetic.textures import Appearance, ReflectanceMaps, reflectance_maps, sample_appearance
 from fitdiff.synthetic.uv_layout import UVLayout, uv_layout
-from fitdiff.synthetic.verification import roc_auc, verification_auc
+from fitdiff.synthetic.verification import verification_auc
 
 __all__ = [
     "Appearance",
@@ -24,7 +24,6 @@ __all__ = [
     "make_subject",
     "reflectance_maps",
     "rng_for",
-    "roc_auc",
     "sample_appearance",
     "sample_scene",
     "subject_id",

@@ -12,36 +12,9 @@ import torch
 from fitdiff.data.manifest import load_manifest
 from fitdiff.data.sample import MEMBERS, decode_sample, subject_of
 from fitdiff.data.stream import read_shard
+from fitdiff.metrics.auroc import roc_auc
 
-__all__ = ["roc_auc", "verification_pairs", "VerificationResult", "verification_auc", "load_embeddings"]
-
-
-def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve of ``scores`` (higher = more positive) for binary ``labels``.
-
-    Computed exactly as the Mann-Whitney statistic: the probability that a random positive outscores a
-    random negative, ties counting one half (average ranks).
-
-    Raises:
-        ValueError: shapes differ, or the labels lack positives or negatives.
-    """
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    labels = np.asarray(labels).reshape(-1).astype(bool)
-    if scores.shape != labels.shape:
-        raise ValueError(f"scores {scores.shape} and labels {labels.shape} differ in length")
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
-        raise ValueError(f"ROC-AUC needs positives and negatives, got {n_pos} and {n_neg}")
-    order = np.argsort(scores, kind="mergesort")
-    sorted_scores = scores[order]
-    ranks = np.empty(len(scores))
-    # Average 1-based ranks over runs of equal scores.
-    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
-    ends = np.r_[starts[1:], len(scores)]
-    for s, e in zip(starts, ends):
-        ranks[order[s:e]] = 0.5 * (s + 1 + e)
-    u = ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))
+__all__ = ["verification_pairs", "VerificationResult", "verification_auc", "load_embeddings"]
 
 
 def verification_pairs(embeddings: np.ndarray, subjects: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -81,7 +54,8 @@ class VerificationResult:
 
 
 def verification_auc(embeddings: np.ndarray, subjects: Sequence[str]) -> VerificationResult:
-    """Verification ROC-AUC over all genuine vs impostor pairs of cosine similarity."""
+    """Verification ROC-AUC (:func:`fitdiff.metrics.auroc.roc_auc`) over all genuine vs impostor pairs of
+    cosine similarity."""
     scores, labels = verification_pairs(embeddings, subjects)
     return VerificationResult(
         auc=roc_auc(scores, labels),

@@ -1,4 +1,8 @@
-"""LPIPS (VGG) perceptual distance with the backbone loaded from the project's asset store."""
+"""LPIPS (VGG) perceptual distance with the backbone loaded from the project's asset store.
+
+Inputs are images or UV maps scaled to [-1, 1]; distances are >= 0, 0 for identical inputs, larger for
+perceptually more different ones.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ import warnings
 
 import torch
 from torch import nn
+
+from fitdiff.io import load_state_dict
 
 __all__ = ["build_lpips", "PerceptualLoss"]
 
@@ -51,7 +57,7 @@ def build_lpips() -> nn.Module:
         log.warning("LPIPS: VGG-16 backbone weights not available, using a RANDOM backbone (%s)",
                     str(exc).splitlines()[0])
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_state_dict(path, what="LPIPS VGG-16 backbone")
         model.net.load_state_dict(_vgg_features_to_slices(state), strict=True)
         log.info("LPIPS: VGG-16 backbone loaded from %s", path)
     model.eval()
