@@ -4,10 +4,10 @@ Two passes:
 
 1. Visibility (no gradient). Every triangle is expanded into the pixel centres inside its screen
    bounding box (``repeat_interleave`` over per-triangle pixel counts, chunked to bound memory); edge
-   functions decide coverage and a ``scatter_reduce('amin')`` over a packed int64 key
-   ``(float32 depth bits << 32) | triangle`` keeps the nearest triangle per pixel (ties: lowest index).
-   Edge functions of a shared edge are evaluated with the edge's lower-numbered vertex as origin in
-   both triangles, so both see bit-identical values and no pixel centre on a shared edge is dropped.
+   functions decide coverage with the top-left fill rule and a ``scatter_reduce('amin')`` over a packed
+   int64 key ``(float32 depth bits << 32) | triangle`` keeps the nearest triangle per pixel (ties:
+   lowest index). Shared edges are evaluated identically in both triangles, so a pixel centre on an
+   edge or vertex shared inside a mesh is covered by exactly one triangle (:mod:`fitdiff.render.edges`).
 2. Barycentrics (differentiable). For covered pixels only, screen-space barycentrics are recomputed
    from the visible triangle's projected corners and made perspective-correct with the corner depths,
    so gradients reach vertex positions and camera parameters.
@@ -29,6 +29,7 @@ import logging
 
 import torch
 
+from fitdiff.render.edges import edge_functions, inside, point_triangle_distance, signed_area2
 from fitdiff.render.fragments import Fragments
 
 __all__ = ["rasterize", "silhouette_faces", "drawable_faces"]
@@ -48,38 +49,6 @@ def _check_inputs(xy: torch.Tensor, depth: torch.Tensor, faces: torch.Tensor) ->
         raise ValueError(f"faces must be a (F, 3) long tensor, got {tuple(faces.shape)} {faces.dtype}")
     if faces.shape[0] >= 2**31:
         raise ValueError(f"too many faces for the packed depth key: {faces.shape[0]}")
-
-
-def _edge_coefficients(tri_xy: torch.Tensor, tri_faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Edge-function coefficients for watertight coverage tests.
-
-    Args:
-        tri_xy: (L, 3, 2) projected corners.
-        tri_faces: (L, 3) their vertex indices.
-
-    Returns:
-        coef (L, 3, 3) with rows (A, B, C) of the edge opposite each corner, evaluated as A * x + B * y + C
-        with the lower-numbered vertex of the edge as origin, and orient (L, 3) in {-1, +1} so that
-        ``orient * (A x + B y + C) / |area2|`` is the screen barycentric of that corner.
-    """
-    # The edge opposite corner i runs from corner i+1 to corner i+2 (roll: a fast copy, unlike a gather
-    # along dim 1).
-    swap = tri_faces.roll(-1, 1) > tri_faces.roll(-2, 1)  # origin = lower-numbered vertex
-    pa, pb = tri_xy.roll(-1, 1), tri_xy.roll(-2, 1)
-    origin = torch.where(swap.unsqueeze(-1), pb, pa)
-    d = torch.where(swap.unsqueeze(-1), pa, pb) - origin
-    coef = torch.stack([-d[..., 1], d[..., 0], d[..., 1] * origin[..., 0] - d[..., 0] * origin[..., 1]], dim=-1)
-    sign = torch.sign(_signed_area2(tri_xy)).unsqueeze(-1)
-    orient = sign - 2.0 * sign * swap.to(sign.dtype)
-    return coef, orient
-
-
-def _signed_area2(tri_xy: torch.Tensor) -> torch.Tensor:
-    """(..., 3, 2) -> (...) twice the signed area in pixel coordinates (y down).
-
-    A triangle counter-clockwise as seen by the camera (front-facing) has a negative value."""
-    x0, y0 = tri_xy[..., 0, 0], tri_xy[..., 0, 1]
-    return (tri_xy[..., 1, 0] - x0) * (tri_xy[..., 2, 1] - y0) - (tri_xy[..., 1, 1] - y0) * (tri_xy[..., 2, 0] - x0)
 
 
 def gather_corners(values: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
@@ -202,7 +171,7 @@ def drawable_faces(
         finite, and front-facing when ``cull_backfaces``; front (B, F) bool: counter-clockwise as seen by
         the camera.
     """
-    area2 = _signed_area2(tri_xy)
+    area2 = signed_area2(tri_xy)
     front = area2 < 0
     z0, z1, z2 = tri_z.unbind(-1)
     drawable = (z0 > znear) & (z1 > znear) & (z2 > znear) & (torch.minimum(torch.minimum(z0, z1), z2) < zfar)
@@ -239,8 +208,8 @@ def _visibility(
 
     # Per-triangle set-up only for those triangles.
     tri_l = tri_xy.reshape(-1, 3, 2).index_select(0, live)
-    coef_f, orient_f = _edge_coefficients(tri_l, faces.index_select(0, live % n_faces))
-    inv_area_f = 1.0 / _signed_area2(tri_l).abs()
+    coef_f, owns_f = edge_functions(tri_l, faces.index_select(0, live % n_faces))
+    inv_area_f = 1.0 / signed_area2(tri_l).abs()
     z_l = tri_z.reshape(-1, 3).index_select(0, live)
     # Depth plane: perspective interpolates 1/z linearly in screen space, orthographic z.
     zq_f = 1.0 / z_l if perspective else z_l
@@ -253,9 +222,8 @@ def _visibility(
         c = coef_f.index_select(0, lid)  # (P, 3, 3)
         cx = (px.to(xy.dtype) + 0.5).unsqueeze(-1)
         cy = (py.to(xy.dtype) + 0.5).unsqueeze(-1)
-        e = torch.addcmul(torch.addcmul(c[..., 2], c[..., 0], cx), c[..., 1], cy)
-        e = e * orient_f.index_select(0, lid)  # (P, 3) >= 0 inside
-        sel = torch.nonzero((e[:, 0] >= 0) & (e[:, 1] >= 0) & (e[:, 2] >= 0)).squeeze(1)
+        e = torch.addcmul(torch.addcmul(c[..., 2], c[..., 0], cx), c[..., 1], cy)  # (P, 3) > 0 inside
+        sel = torch.nonzero(inside(e, owns_f.index_select(0, lid))).squeeze(1)
         e, lid, px, py = (t.index_select(0, sel) for t in (e, lid, px, py))
         bary = e * inv_area_f.index_select(0, lid).unsqueeze(-1)
         zi = (bary * zq_f.index_select(0, lid)).sum(-1)
@@ -306,7 +274,7 @@ def _band(
         keep = ~covered[pix]
         gid, px, py, pix = gid[keep], px[keep], py[keep], pix[keep]
         p = torch.stack([px, py], -1).to(xy.dtype) + 0.5
-        dist = _point_triangle_distance(p, tri_f[gid])[0]
+        dist = point_triangle_distance(p, tri_f[gid])[0]
         near = dist <= radius
         dist, gid, pix = dist[near], gid[near], pix[near]
         k = (dist.float().view(torch.int32).long() << _FACE_BITS) | (gid - (gid // n_faces) * n_faces)
@@ -321,30 +289,6 @@ def _backend_visibility(backend: str):  # noqa: ANN202 - returns a function with
 
         return visibility
     raise ValueError(f"backend must be 'pytorch' or 'pytorch3d', got {backend!r}")
-
-
-def _point_triangle_distance(p: torch.Tensor, tri: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Distance from 2-D points (P, 2) to triangles (P, 3, 2) assumed not to contain them, and the
-    barycentrics (P, 3) of the nearest point (on the nearest edge)."""
-    best_d2 = None
-    best_bary = None
-    for i in range(3):
-        a = tri[:, (i + 1) % 3]
-        b = tri[:, (i + 2) % 3]
-        ab = b - a
-        s = (((p - a) * ab).sum(-1) / (ab * ab).sum(-1).clamp(min=1e-12)).clamp(0.0, 1.0)
-        q = a + s.unsqueeze(-1) * ab
-        d2 = ((p - q) ** 2).sum(-1)
-        bary = torch.zeros_like(tri[..., 0])
-        bary = bary.index_copy(1, torch.tensor([(i + 1) % 3], device=p.device), (1 - s).unsqueeze(-1))
-        bary = bary.index_copy(1, torch.tensor([(i + 2) % 3], device=p.device), s.unsqueeze(-1))
-        if best_d2 is None:
-            best_d2, best_bary = d2, bary
-        else:
-            closer = d2 < best_d2
-            best_d2 = torch.where(closer, d2, best_d2)
-            best_bary = torch.where(closer.unsqueeze(-1), bary, best_bary)
-    return (best_d2 + 1e-12).sqrt(), best_bary
 
 
 def rasterize(
@@ -423,7 +367,7 @@ def rasterize(
     if in_band is not None:
         sel = torch.nonzero(in_band).squeeze(1)
         corners = torch.stack([c0, c1, c2], dim=1).index_select(0, sel)  # relative to the pixel centre
-        dist, near_bary = _point_triangle_distance(torch.zeros_like(corners[:, 0]), corners)
+        dist, near_bary = point_triangle_distance(torch.zeros_like(corners[:, 0]), corners)
         screen = screen.index_copy(0, sel, near_bary)
         alpha_band = torch.exp(-(dist**2) / soft_sigma**2)
         soft_alpha = alpha_band.new_ones(pixel_index.shape[0]).index_copy(0, sel, alpha_band)
