@@ -18,11 +18,11 @@ from fitdiff.data import (
     load_manifest,
     random_sample,
     random_spec,
-    sha256_file,
     write_sample_folder,
 )
 from fitdiff.data.embed import IdentityEmbedder, embed_folder, embed_shards
 from fitdiff.face.identity import IdentityEncoder
+from fitdiff.io import sha256_file
 from helpers import REPO_ROOT
 
 SPEC = random_spec(image_resolution=48, uv_resolution=8)
