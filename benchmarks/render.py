@@ -79,7 +79,7 @@ def main() -> None:
 
     diffuse = torch.rand(batch, 3, tex, tex)
     specular = torch.rand(batch, 1, tex, tex) * 0.5
-    normal_map = torch.nn.functional.normalize(
+    normals = torch.nn.functional.normalize(
         torch.randn(batch, 3, tex, tex) * 0.1 + torch.tensor([0.0, 0.0, 1.0]).view(1, 3, 1, 1), dim=1
     )
     sh = ambient_sh(0.6, batch)
@@ -87,14 +87,14 @@ def main() -> None:
     light_dir = torch.tensor([[0.4, 0.5, 1.0]]).expand(batch, 3).clone()
     target = torch.rand(batch, 3, size, size)
     renderer = Renderer((size, size), shininess=32.0)
-    on_dev = [t.to(dev) for t in (verts0, faces, uvs, uv_faces, diffuse, specular, normal_map, sh, light_dir, target)]
-    verts_d, faces_d, uvs_d, uv_faces_d, diffuse_d, specular_d, normal_map_d, sh_d, light_dir_d, target_d = on_dev
+    on_dev = [t.to(dev) for t in (verts0, faces, uvs, uv_faces, diffuse, specular, normals, sh, light_dir, target)]
+    verts_d, faces_d, uvs_d, uv_faces_d, diffuse_d, specular_d, normals_d, sh_d, light_dir_d, target_d = on_dev
 
     def ours_step(backward: bool = True) -> torch.Tensor:
         leaves = [t.detach().requires_grad_(backward)
-                  for t in (verts_d, diffuse_d, specular_d, normal_map_d, sh_d, light_dir_d)]
+                  for t in (verts_d, diffuse_d, specular_d, normals_d, sh_d, light_dir_d)]
         v, d, s, n, c, ld = leaves
-        out = renderer(v, faces_d, cam, uvs=uvs_d, uv_faces=uv_faces_d, diffuse=d, specular=s, normal_map=n,
+        out = renderer(v, faces_d, cam, uvs=uvs_d, uv_faces=uv_faces_d, diffuse=d, specular=s, normals=n,
                        sh_coeffs=c, lights=DirectionalLights(ld, intensity=torch.full((batch, 1), 0.5, device=dev)))
         if backward:
             (out.image - target_d).abs().mean().backward()

@@ -6,7 +6,7 @@ Files written for ``name="avatar"`` (all in one folder, referenced by relative p
     avatar.mtl            newmtl avatar: Kd/Ks/Ns, map_Kd, map_Ks, norm and map_Bump -bm 1 (normal map)
     avatar_diffuse.png    RGB 8-bit diffuse albedo (linear values, as stored by the model)
     avatar_specular.png   8-bit specular albedo, grey or RGB
-    avatar_normal.png     RGB tangent-space normal map encoded (n + 1) / 2, 16-bit (default) or 8-bit
+    avatar_normals.png    RGB tangent-space normal map encoded (n + 1) / 2, 16-bit (default) or 8-bit
 
 Texture tensors are (C, H, W) with row 0 the TOP of the image, so with the OBJ convention (v = 0 at the
 bottom row) they are written without flipping. Blender's and MeshLab's OBJ importers open these files;
@@ -119,7 +119,7 @@ def export_obj(
     name: str = "avatar",
     *,
     vertex_normals: Any | None = None,
-    normal_bits: int = 16,
+    normals_bits: int = 16,
 ) -> dict[str, Path]:
     """Write an avatar as OBJ + MTL + PNG maps.
 
@@ -135,10 +135,10 @@ def export_obj(
         normals: (3, H, W) tangent-space unit normals in [-1, 1].
         name: base name of the files (letters, digits, ``_-.``).
         vertex_normals: optional (V, 3) unit normals written as ``vn`` (faces then use v/vt/vn).
-        normal_bits: 16 (default) or 8 bits per channel for the normal map.
+        normals_bits: 16 (default) or 8 bits per channel for the normal map.
 
     Returns:
-        Paths keyed ``obj``, ``mtl``, ``diffuse``, ``specular``, ``normal``.
+        Paths keyed ``obj``, ``mtl``, ``diffuse``, ``specular``, ``normals``.
     """
     folder, base = _resolve(path, name)
     verts = _numpy(vertices, "vertices", np.float64)
@@ -159,13 +159,13 @@ def export_obj(
     maps = {
         "diffuse": _numpy(diffuse, "diffuse", np.float64),
         "specular": _numpy(specular, "specular", np.float64),
-        "normal": _numpy(normals, "normals", np.float64),
+        "normals": _numpy(normals, "normals", np.float64),
     }
     _check_image(maps["diffuse"], "diffuse", (3,))
     _check_image(maps["specular"], "specular", (1, 3))
-    _check_image(maps["normal"], "normals", (3,))
-    if normal_bits not in (8, 16):
-        raise ValueError(f"normal_bits must be 8 or 16, got {normal_bits}")
+    _check_image(maps["normals"], "normals", (3,))
+    if normals_bits not in (8, 16):
+        raise ValueError(f"normals_bits must be 8 or 16, got {normals_bits}")
     vn = None
     if vertex_normals is not None:
         vn = _numpy(vertex_normals, "vertex_normals", np.float64)
@@ -178,11 +178,11 @@ def export_obj(
         "mtl": folder / f"{base}.mtl",
         "diffuse": folder / f"{base}_diffuse.png",
         "specular": folder / f"{base}_specular.png",
-        "normal": folder / f"{base}_normal.png",
+        "normals": folder / f"{base}_normals.png",
     }
     _write_png(paths["diffuse"], maps["diffuse"], 8)
     _write_png(paths["specular"], maps["specular"], 8)
-    _write_png(paths["normal"], (maps["normal"] + 1.0) / 2.0, normal_bits)
+    _write_png(paths["normals"], (maps["normals"] + 1.0) / 2.0, normals_bits)
     paths["mtl"].write_text(
         "\n".join(
             [
@@ -196,8 +196,8 @@ def export_obj(
                 "illum 2",
                 f"map_Kd {paths['diffuse'].name}",
                 f"map_Ks {paths['specular'].name}",
-                f"norm {paths['normal'].name}",
-                f"map_Bump -bm 1.000000 {paths['normal'].name}",
+                f"norm {paths['normals'].name}",
+                f"map_Bump -bm 1.000000 {paths['normals'].name}",
                 "",
             ]
         )
@@ -240,8 +240,8 @@ def load_obj(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     Returns:
         dict with ``vertices`` (V, 3) float64, ``faces`` (F, 3) int64 0-based, ``uvs`` (T, 2),
-        ``uv_faces`` (F, 3) (empty when absent), ``normals`` (N, 3), ``normal_faces`` (F, 3) (empty when
-        absent), ``mtllib`` path or None, ``materials`` {map keyword: absolute path} from the MTL
+        ``uv_faces`` (F, 3) (empty when absent), ``vertex_normals`` (N, 3) and ``vertex_normal_faces`` (F, 3)
+        (``vn`` records, empty when absent), ``mtllib`` path or None, ``materials`` {map keyword: absolute path} from the MTL
         (``map_Kd``, ``map_Ks``, ``norm``, ``map_Bump``).
     """
     path = Path(path)
@@ -283,8 +283,8 @@ def load_obj(path: str | os.PathLike[str]) -> dict[str, Any]:
         "faces": np.asarray(faces, dtype=np.int64).reshape(-1, 3),
         "uvs": np.asarray(tex, dtype=np.float64).reshape(-1, 2),
         "uv_faces": np.asarray(tex_faces, dtype=np.int64).reshape(-1, 3),
-        "normals": np.asarray(nrm, dtype=np.float64).reshape(-1, 3),
-        "normal_faces": np.asarray(nrm_faces, dtype=np.int64).reshape(-1, 3),
+        "vertex_normals": np.asarray(nrm, dtype=np.float64).reshape(-1, 3),
+        "vertex_normal_faces": np.asarray(nrm_faces, dtype=np.int64).reshape(-1, 3),
         "mtllib": mtllib,
         "materials": _read_mtl(mtllib) if mtllib is not None and mtllib.is_file() else {},
     }

@@ -50,10 +50,10 @@ def test_obj_round_trip(avatar: dict, tmp_path) -> None:
     np.testing.assert_array_equal(data["faces"], model.faces.numpy())
     np.testing.assert_array_equal(data["uv_faces"], model.uv_faces.numpy())
     np.testing.assert_allclose(data["uvs"], model.uvs.double().numpy(), atol=1e-6)
-    assert data["normal_faces"].size == 0
+    assert data["vertex_normal_faces"].size == 0
     materials = data["materials"]
     assert materials["map_Kd"] == paths["diffuse"].resolve()
-    assert materials["norm"] == materials["map_Bump"] == paths["normal"].resolve()
+    assert materials["norm"] == materials["map_Bump"] == paths["normals"].resolve()
 
     diffuse = read_texture(materials["map_Kd"])
     np.testing.assert_allclose(diffuse, avatar["diffuse"].numpy(), atol=0.5 / 255 + 1e-6)
@@ -65,13 +65,13 @@ def test_obj_round_trip(avatar: dict, tmp_path) -> None:
 
 
 def test_mtl_and_obj_layout(avatar: dict, tmp_path) -> None:
-    paths = _export(avatar, tmp_path / "out" / "face", normal_bits=8)
+    paths = _export(avatar, tmp_path / "out" / "face", normals_bits=8)
     assert paths["obj"] == tmp_path / "out" / "face.obj"
     mtl = paths["mtl"].read_text().splitlines()
     assert "newmtl face" in mtl
     for keyword in ("Kd", "Ks", "Ns", "map_Kd", "map_Ks", "norm"):
         assert any(line.split()[0] == keyword for line in mtl if line), keyword
-    assert "map_Bump -bm 1.000000 face_normal.png" in mtl
+    assert "map_Bump -bm 1.000000 face_normals.png" in mtl
     assert all("/" not in line for line in mtl if line.startswith(("map_", "norm")))  # relative names
     lines = paths["obj"].read_text().splitlines()
     assert "mtllib face.mtl" in lines and "usemtl face" in lines
@@ -80,7 +80,7 @@ def test_mtl_and_obj_layout(avatar: dict, tmp_path) -> None:
     assert last_vertex < first_face
     indices = [int(c.split("/")[0]) for line in lines if line.startswith("f ") for c in line.split()[1:]]
     assert min(indices) == 1 and max(indices) == avatar["model"].n_vertices  # 1-based
-    normals = read_normal_map(paths["normal"])
+    normals = read_normal_map(paths["normals"])
     np.testing.assert_allclose(normals, avatar["normals"].numpy(), atol=1.5 / 255)  # 8-bit quantisation
 
 
@@ -90,8 +90,8 @@ def test_vertex_normals_and_obj_path(avatar: dict, tmp_path) -> None:
     paths = _export(avatar, tmp_path / "named.obj", vertex_normals=vn, name="ignored")
     assert paths["obj"].name == "named.obj" and paths["diffuse"].name == "named_diffuse.png"
     data = load_obj(paths["obj"])
-    np.testing.assert_array_equal(data["normal_faces"], model.faces.numpy())
-    np.testing.assert_allclose(data["normals"], vn.double().numpy(), atol=1e-5)
+    np.testing.assert_array_equal(data["vertex_normal_faces"], model.faces.numpy())
+    np.testing.assert_allclose(data["vertex_normals"], vn.double().numpy(), atol=1e-5)
 
 
 def test_load_obj_handles_quads_and_negative_indices(tmp_path) -> None:

@@ -24,5 +24,5 @@ def test_face_toolkit_example_runs(tmp_path, monkeypatch):
     assert scope["embedding"].shape == (2, 512)
     assert scope["shape"].grad.abs().sum() > 0  # the identity term reached the shape coefficients
     assert sorted(p.name for p in (tmp_path / "avatar").iterdir()) == [
-        "avatar.mtl", "avatar.obj", "avatar_diffuse.png", "avatar_normal.png", "avatar_specular.png"
+        "avatar.mtl", "avatar.obj", "avatar_diffuse.png", "avatar_normals.png", "avatar_specular.png"
     ]

@@ -37,7 +37,7 @@ def test_gradcheck_vertices_through_rasterised_interpolation_and_full_shading():
     assert base.alpha.sum() > 20
 
     def fn(v):
-        out = r(v, faces, cam, uvs=uvs, uv_faces=uv_faces, diffuse=diffuse, specular=specular, normal_map=nmap,
+        out = r(v, faces, cam, uvs=uvs, uv_faces=uv_faces, diffuse=diffuse, specular=specular, normals=nmap,
                 sh_coeffs=sh, lights=lights)
         assert torch.equal(out.fragments.pix_to_face, base.fragments.pix_to_face)  # visibility fixed
         return out.image
@@ -62,7 +62,7 @@ def test_gradcheck_textures_lights_and_camera():
         cam = PerspectiveCamera.from_fov(rot, trans, (8, 8), 30.0)
         lights = DirectionalLights(direction)
         return r(verts, faces, cam, uvs=uvs, uv_faces=uv_faces, diffuse=diffuse, specular=specular,
-                 normal_map=nmap, sh_coeffs=sh, lights=lights).image
+                 normals=nmap, sh_coeffs=sh, lights=lights).image
 
     assert torch.autograd.gradcheck(fn, (diffuse, specular, nmap, sh, direction, eye), eps=1e-6, atol=1e-5, fast_mode=True)
 

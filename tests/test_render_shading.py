@@ -101,18 +101,18 @@ def test_normal_maps_in_tangent_and_object_space():
     r = Renderer((32, 32))
     flat = torch.tensor([0.0, 0.0, 1.0]).view(1, 3, 1, 1).expand(1, 3, 4, 4)
     plain = r(verts, faces, cam, uvs=uvs, uv_faces=faces, sh_coeffs=ambient_sh(0.7, 1))
-    mapped = r(verts, faces, cam, uvs=uvs, uv_faces=faces, normal_map=flat, sh_coeffs=ambient_sh(0.7, 1))
-    assert torch.allclose(plain.normals, mapped.normals, atol=1e-6)
+    mapped = r(verts, faces, cam, uvs=uvs, uv_faces=faces, normals=flat, sh_coeffs=ambient_sh(0.7, 1))
+    assert torch.allclose(plain.shading_normals, mapped.shading_normals, atol=1e-6)
     a = math.radians(30.0)
     tilted = torch.tensor([math.sin(a), 0.0, math.cos(a)]).view(1, 3, 1, 1).expand(1, 3, 4, 4)
-    out = r(verts, faces, cam, uvs=uvs, uv_faces=faces, normal_map=tilted)
+    out = r(verts, faces, cam, uvs=uvs, uv_faces=faces, normals=tilted)
     mask = out.alpha[0, 0] > 0
     # u runs along +x on this plane, so the tangent-space x tilt shows up as world +x.
-    assert torch.allclose(out.normals[0][:, mask], tilted[0, :, 0, 0][:, None], atol=1e-5)
+    assert torch.allclose(out.shading_normals[0][:, mask], tilted[0, :, 0, 0][:, None], atol=1e-5)
     r_obj = Renderer((32, 32), normal_space="object")
     obj_map = torch.tensor([0.0, math.sin(a), math.cos(a)]).view(1, 3, 1, 1).expand(1, 3, 4, 4)
-    out = r_obj(verts, faces, cam, uvs=uvs, uv_faces=faces, normal_map=obj_map)
-    assert torch.allclose(out.normals[0][:, mask], obj_map[0, :, 0, 0][:, None], atol=1e-5)
+    out = r_obj(verts, faces, cam, uvs=uvs, uv_faces=faces, normals=obj_map)
+    assert torch.allclose(out.shading_normals[0][:, mask], obj_map[0, :, 0, 0][:, None], atol=1e-5)
 
 
 def test_uv_v_axis_points_up_the_texture_image():

@@ -1,4 +1,4 @@
-"""The ``Renderer`` facade: mesh + camera + reflectance maps + lights -> image, alpha, depth, normals."""
+"""The ``Renderer`` facade: mesh + camera + reflectance maps + lights -> image, alpha, depth, shading normals."""
 
 from __future__ import annotations
 
@@ -31,14 +31,15 @@ class RenderOutput:
         image: (B, 3, H, W) linear radiance composited over the background (not clamped).
         alpha: (B, 1, H, W) coverage in [0, 1] (hard 0/1 unless the antialiasing band is on).
         depth: (B, 1, H, W) view depth in world units, 0 where nothing is drawn.
-        normals: (B, 3, H, W) unit world-space shading normals (after normal mapping), 0 on background.
+        shading_normals: (B, 3, H, W) unit world-space per-pixel shading normals (after normal mapping),
+            0 on background.
         fragments: the rasteriser's per-pixel visibility, for further interpolation.
     """
 
     image: torch.Tensor
     alpha: torch.Tensor
     depth: torch.Tensor
-    normals: torch.Tensor
+    shading_normals: torch.Tensor
     fragments: Fragments
 
 
@@ -119,7 +120,7 @@ class Renderer:
         uv_faces: torch.Tensor | None = None,
         diffuse: torch.Tensor | None = None,
         specular: torch.Tensor | None = None,
-        normal_map: torch.Tensor | None = None,
+        normals: torch.Tensor | None = None,
         vertex_colors: torch.Tensor | None = None,
         sh_coeffs: torch.Tensor | None = None,
         lights: DirectionalLights | None = None,
@@ -135,7 +136,8 @@ class Renderer:
                 any texture.
             diffuse: (B or 1, 3, Hd, Wd) diffuse albedo map in [0, 1].
             specular: (B or 1, 1 or 3, Hs, Ws) specular albedo map in [0, 1].
-            normal_map: (B or 1, 3, Hn, Wn) unit normals in [-1, 1] (space per ``normal_space``).
+            normals: (B or 1, 3, Hn, Wn) normal UV map of unit normals in [-1, 1] (space per
+                ``normal_space``).
             vertex_colors: (B, V, 3) per-vertex diffuse albedo, used when ``diffuse`` is None.
             sh_coeffs: (B, 9, 3) radiance SH coefficients; lights: directional lights.
             background: scalar, (3,) colour or (B, 3, H, W) photo to composite over.
@@ -149,7 +151,7 @@ class Renderer:
         if camera.batch_size != batch:
             raise ValueError(f"camera batch {camera.batch_size} != vertices batch {batch}")
         faces = faces.to(vertices.device)
-        textures = {k: v for k, v in (("diffuse", diffuse), ("specular", specular), ("normal_map", normal_map))
+        textures = {k: v for k, v in (("diffuse", diffuse), ("specular", specular), ("normals", normals))
                     if v is not None}
         if textures and (uvs is None or uv_faces is None):
             raise ValueError(f"textures {sorted(textures)} need uvs and uv_faces")
@@ -157,7 +159,7 @@ class Renderer:
 
         # One gather for every per-vertex attribute (normal frame, position, colours), then the padded
         # (B, P, C) layout so per-image textures and lights apply with batched ops.
-        tangent_mapped = normal_map is not None and self.normal_space == "tangent"
+        tangent_mapped = normals is not None and self.normal_space == "tangent"
         per_vertex: dict[str, torch.Tensor] = {}
         if tangent_mapped:
             tan, bitan, nrm = tangent_frames(vertices, faces, uvs.to(vertices), uv_faces.to(faces))  # type: ignore[union-attr]
@@ -195,9 +197,9 @@ class Renderer:
             albedo = torch.ones_like(geo_normal)
 
         normal = geo_normal
-        if normal_map is not None:
+        if normals is not None:
             normal = apply_normal_map(
-                sampled["normal_map"], geo_normal, attrs.get("tangent"), attrs.get("bitangent"), self.normal_space
+                sampled["normals"], geo_normal, attrs.get("tangent"), attrs.get("bitangent"), self.normal_space
             )
 
         if sh_coeffs is None and lights is None:
@@ -219,7 +221,7 @@ class Renderer:
             image=image,
             alpha=alpha_img,
             depth=frags.to_image(frags.depth.unsqueeze(1).to(color.dtype)),
-            normals=frags.to_image(frags.from_padded(normal)),
+            shading_normals=frags.to_image(frags.from_padded(normal)),
             fragments=frags,
         )
 

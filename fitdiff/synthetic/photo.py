@@ -108,7 +108,7 @@ class PhotoRenderer:
             uv_faces=self.model.uv_faces,
             diffuse=to_map(maps.diffuse),
             specular=to_map(maps.specular),
-            normal_map=to_map(maps.normals),
+            normals=to_map(maps.normals),
             sh_coeffs=sh,
             lights=lights,
             background=0.0,
