@@ -17,8 +17,8 @@ import argparse
 import logging
 import sys
 
-from fitdiff.face.synthetic_recognizer import RecognizerTrainingConfig
 from fitdiff.synthetic.generate import SyntheticConfig, generate_dataset
+from fitdiff.synthetic.recognizer_training import RecognizerTrainingConfig
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ from fitdiff.data.embed import IdentityEmbedder
 from fitdiff.data.sample import decode_sample, subject_of
 from fitdiff.data.stream import read_shard
 from fitdiff.face.identity import build_identity_encoder
-from fitdiff.face.synthetic_recognizer import RecognizerTrainingConfig, file_sha256
+from fitdiff.io import sha256_file
 from fitdiff.synthetic.generate import (
     RECOGNIZER_FILE,
     REPORT_FILE,
@@ -22,6 +22,7 @@ from fitdiff.synthetic.generate import (
     load_shape_model,
     recognizer_id,
 )
+from fitdiff.synthetic.recognizer_training import RecognizerTrainingConfig
 from helpers import run_script
 
 
@@ -66,7 +67,7 @@ def test_manifest_counts_and_files(built):
     manifest.check(out, verify_checksums=True)
     assert manifest.counts == {"train": 8, "val": 2, "test": 2} == report.manifest.counts
     assert [e.samples for e in manifest.shards_for("train")] == [4, 4]
-    sha = file_sha256(out / RECOGNIZER_FILE)
+    sha = sha256_file(out / RECOGNIZER_FILE)
     assert manifest.recognizer == recognizer_id(sha) == report.recognizer
     assert manifest.shape_model == "procedural-v1-1998v-10k-s0"
     assert manifest.spec.image_resolution == 48 and manifest.spec.uv_resolution == 16
@@ -134,7 +135,7 @@ def test_same_seed_same_bytes_other_seed_other_bytes(built, tmp_path):
     out, report = built
     again = generate_dataset(_config(tmp_path / "b"))
     assert [e.sha256 for e in again.manifest.shards] == [e.sha256 for e in report.manifest.shards]
-    assert file_sha256(tmp_path / "b" / RECOGNIZER_FILE) == file_sha256(out / RECOGNIZER_FILE)
+    assert sha256_file(tmp_path / "b" / RECOGNIZER_FILE) == sha256_file(out / RECOGNIZER_FILE)
     assert (tmp_path / "b" / "manifest.json").read_bytes() == (out / "manifest.json").read_bytes()
     other = generate_dataset(_config(tmp_path / "c", seed=1))
     assert not {e.sha256 for e in other.manifest.shards} & {e.sha256 for e in report.manifest.shards}

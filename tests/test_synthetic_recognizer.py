@@ -1,4 +1,4 @@
-"""The synthetic recognizer: ArcFace margin head, training, weight files, encoder registry; ROC-AUC."""
+"""The synthetic recognizer: ArcFace margin head, training, weight files, encoder registry; verification."""
 
 from __future__ import annotations
 
@@ -7,40 +7,18 @@ import math
 import numpy as np
 import pytest
 import torch
-from torchmetrics.functional.classification import binary_auroc
 
 from fitdiff.face.identity import WeightsMismatchError, build_identity_encoder
-from fitdiff.face.synthetic_recognizer import (
+from fitdiff.face.synthetic_recognizer import RecognizerNet, SyntheticRecognizer, load_recognizer_weights
+from fitdiff.io import StateDictError, sha256_file
+from fitdiff.synthetic.recognizer_training import (
     ArcMarginHead,
-    RecognizerNet,
     RecognizerTrainingConfig,
-    SyntheticRecognizer,
-    file_sha256,
-    load_recognizer_weights,
     save_recognizer_weights,
+    shift_images,
     train_recognizer,
 )
-from fitdiff.synthetic.verification import roc_auc, verification_auc, verification_pairs
-
-
-def test_roc_auc_matches_a_hand_computed_case_with_ties():
-    # positives 0.9, 0.5, 0.3; negatives 0.5, 0.2. Pairs (pos > neg): 0.9 beats both (2), 0.5 ties 0.5
-    # (0.5) and beats 0.2 (1), 0.3 beats 0.2 (1): 4.5 of 6.
-    scores = np.array([0.9, 0.5, 0.3, 0.5, 0.2])
-    labels = np.array([1, 1, 1, 0, 0])
-    assert roc_auc(scores, labels) == pytest.approx(4.5 / 6)
-    assert roc_auc(-scores, labels) == pytest.approx(1.5 / 6)
-    assert roc_auc(np.array([1.0, 2.0]), np.array([0, 1])) == 1.0
-
-
-def test_roc_auc_agrees_with_torchmetrics_and_rejects_one_class():
-    rng = np.random.default_rng(0)
-    labels = rng.random(500) < 0.3
-    scores = rng.normal(size=500) + labels * 0.8
-    expected = float(binary_auroc(torch.from_numpy(scores), torch.from_numpy(labels.astype(np.int64))))
-    assert roc_auc(scores, labels) == pytest.approx(expected, abs=1e-6)
-    with pytest.raises(ValueError, match="positives and negatives"):
-        roc_auc(scores, np.ones(500, bool))
+from fitdiff.synthetic.verification import verification_auc, verification_pairs
 
 
 def test_verification_pairs_cover_every_pair_once():
@@ -117,7 +95,7 @@ def test_weights_round_trip_through_safetensors_and_the_registry(trained, tmp_pa
     net = trained[0]
     path = tmp_path / "rec.safetensors"
     sha = save_recognizer_weights(net, path)
-    assert sha == file_sha256(path) and len(sha) == 64
+    assert sha == sha256_file(path) and len(sha) == 64
     assert save_recognizer_weights(net, tmp_path / "again.safetensors") == sha  # same weights, same bytes
     loaded = load_recognizer_weights(path)
     x = torch.rand(3, 3, 112, 112)
@@ -145,8 +123,36 @@ def test_bad_weight_files_fail_clearly(tmp_path):
     save_file({"fc.weight": torch.zeros(2, 2)}, str(tmp_path / "bad.safetensors"))
     with pytest.raises(WeightsMismatchError):
         load_recognizer_weights(tmp_path / "bad.safetensors")
+    (tmp_path / "corrupt.safetensors").write_bytes(b"\xff" * 64)
+    with pytest.raises(StateDictError, match="corrupt.safetensors"):
+        load_recognizer_weights(tmp_path / "corrupt.safetensors")
 
 
 def test_recognizer_net_checks_its_input_size():
     with pytest.raises(ValueError, match="112"):
         RecognizerNet()(torch.rand(1, 3, 64, 64))
+
+
+def test_shift_images_moves_content_with_edge_replication():
+    batch = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).view(2, 3, 4, 5)
+    out = shift_images(batch, torch.tensor([[1, 0], [0, -1]]))
+    assert torch.equal(out[0, :, :, :-1], batch[0, :, :, 1:])  # dx = 1: output x reads input x + 1
+    assert torch.equal(out[0, :, :, -1], batch[0, :, :, -1])  # replicated right edge
+    assert torch.equal(out[1, :, 1:], batch[1, :, :-1])  # dy = -1: content moves down
+    assert torch.equal(out[1, :, 0], batch[1, :, 0])
+    assert shift_images(batch, torch.zeros(2, 2, dtype=torch.long)) is batch
+
+
+def test_importing_the_face_toolkit_loads_no_training_code():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, fitdiff.face; "
+        "bad = [m for m in sys.modules if 'recognizer_training' in m or m.startswith('fitdiff.synthetic')]; "
+        "assert not bad, bad; "
+        "from fitdiff.face.identity import available_identity_encoders; "
+        "assert 'synthetic_recognizer' in available_identity_encoders()"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import abc
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from fitdiff.face.alignment import align_faces, arcface_template
+from fitdiff.io import load_state_dict
+from fitdiff.metrics.identity import cosine_similarity
 
 __all__ = [
     "IdentityEncoder",
@@ -56,26 +58,19 @@ def load_state_dict_file(
     what: str = "weights",
     optional_suffixes: tuple[str, ...] = ("num_batches_tracked",),
 ) -> None:
-    """Load a checkpoint file into ``module`` with strict key and shape matching.
+    """Load a weight file into ``module`` with strict key and shape matching.
 
-    Accepts a plain state dict or one wrapped in ``{"state_dict": ...}``, with or without the
-    ``module.`` prefix DataParallel adds. Keys ending in ``optional_suffixes`` (BatchNorm counters, absent
-    from old checkpoints) may be missing.
+    The file is read by :func:`fitdiff.io.load_state_dict` (``.safetensors`` or a torch file with
+    ``weights_only=True``; ``{"state_dict": ...}`` containers and ``module.`` prefixes unwrapped). Keys
+    ending in ``optional_suffixes`` (BatchNorm counters, absent from old checkpoints) may be missing.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
+        StateDictError: the file is unreadable or not a mapping of tensors.
         WeightsMismatchError: missing / unexpected keys or shape mismatches, listed with the file name.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what}: weight file {path} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
-        state = state["state_dict"]
-    if not isinstance(state, Mapping):
-        raise WeightsMismatchError(f"{what}: {path} holds a {type(state).__name__}, not a state dict")
-    if state and all(key.startswith("module.") for key in state):
-        state = {key[len("module."):]: value for key, value in state.items()}
+    state = load_state_dict(path, what=what)
 
     expected = module.state_dict()
     missing = [k for k in expected if k not in state and not k.endswith(optional_suffixes)]
@@ -270,11 +265,6 @@ class ArcFaceEncoder(IdentityEncoder):
 
     def _embed(self, aligned: torch.Tensor) -> torch.Tensor:
         return self.net(aligned * 2.0 - 1.0)
-
-
-def cosine_similarity(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Cosine similarity of (..., D) embeddings along the last axis -> (...), in [-1, 1]."""
-    return F.cosine_similarity(a, b, dim=-1, eps=eps)
 
 
 def identity_loss(a: torch.Tensor, b: torch.Tensor, reduction: str = "mean") -> torch.Tensor:

@@ -45,15 +45,15 @@ from fitdiff.data.split import assign_splits
 from fitdiff.face.alignment import align_faces
 from fitdiff.face.identity import IdentityEncoder
 from fitdiff.face.shape_model import PCAShapeModel
-from fitdiff.face.synthetic_recognizer import (
+from fitdiff.face.synthetic_recognizer import SyntheticRecognizer
+from fitdiff.face.template import make_procedural_shape_model
+from fitdiff.io import sha256_file as file_sha256
+from fitdiff.synthetic.photo import PhotoRenderer, lighting_meta
+from fitdiff.synthetic.recognizer_training import (
     RecognizerTrainingConfig,
-    SyntheticRecognizer,
-    file_sha256,
     save_recognizer_weights,
     train_recognizer,
 )
-from fitdiff.face.template import make_procedural_shape_model
-from fitdiff.synthetic.photo import PhotoRenderer, lighting_meta
 from fitdiff.synthetic.scene import SceneRanges, sample_scene
 from fitdiff.synthetic.subjects import Stream, make_subject, rng_for, subject_id
 from fitdiff.synthetic.uv_layout import UVLayout, uv_layout
