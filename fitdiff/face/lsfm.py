@@ -45,6 +45,8 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
+from fitdiff.data.landmarks import IBUG68_TO_ARCFACE5, five_from_68
+
 from .shape_model import PCAShapeModel, ShapeModelError
 
 __all__ = ["convert_lsfm_mat", "read_lsfm_mat", "cylindrical_uvs", "main"]
@@ -162,15 +164,14 @@ def cylindrical_uvs(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray
 
 
 def _landmarks_5_from_68(vertices: np.ndarray, lm68: np.ndarray) -> np.ndarray:
-    """ArcFace 5-point vertex indices from iBUG-68 indices: eye centres, nose tip, mouth corners."""
-    points = vertices[lm68]
-
-    def nearest(target: np.ndarray) -> int:
-        return int(np.argmin(((vertices - target) ** 2).sum(1)))
-
-    right_eye = nearest(points[36:42].mean(0))
-    left_eye = nearest(points[42:48].mean(0))
-    return np.array([right_eye, left_eye, lm68[30], lm68[48], lm68[54]], dtype=np.int64)
+    """ArcFace 5-point vertex indices from iBUG-68 indices by :data:`IBUG68_TO_ARCFACE5`: a single-point
+    group keeps its vertex, a group's mean (eye centre) takes the nearest vertex."""
+    targets = five_from_68(vertices[lm68])
+    indices = [
+        int(lm68[group[0]]) if len(group) == 1 else int(np.argmin(((vertices - target) ** 2).sum(1)))
+        for group, target in zip(IBUG68_TO_ARCFACE5, targets)
+    ]
+    return np.array(indices, dtype=np.int64)
 
 
 def read_lsfm_mat(

@@ -19,6 +19,8 @@ import math
 
 import numpy as np
 
+from fitdiff.data.landmarks import five_from_68
+
 from .shape_model import PCAShapeModel
 
 __all__ = [
@@ -74,9 +76,7 @@ def _landmark_table() -> np.ndarray:
 
 LANDMARKS_68_XY = _landmark_table()
 # ArcFace order: subject's right eye centre, left eye centre, nose tip, right and left mouth corners.
-LANDMARKS_5_XY = np.array(
-    [(-32.5, 32.0), (32.5, 32.0), (0.0, -6.0), (-25.0, -37.0), (25.0, -37.0)], dtype=np.float64
-)
+LANDMARKS_5_XY = five_from_68(LANDMARKS_68_XY)
 
 
 class TemplateMesh:
