@@ -1,4 +1,5 @@
-"""Face models: PCA shape model, procedural template, identity, detection and alignment."""
+"""Face models: PCA shape model, procedural template, the differentiable face scene, identity, detection
+and alignment."""
 
 from . import synthetic_recognizer  # noqa: F401 - registers the "synthetic_recognizer" identity encoder
 from .alignment import (
@@ -18,6 +19,7 @@ from .identity import (
     identity_loss,
     register_identity_encoder,
 )
+from .scene import FaceRender, FaceScene, SceneLights, camera_from_meta
 from .shape_model import PCAShapeModel, ShapeModelError
 from .template import make_face_template, make_procedural_shape_model
 
@@ -25,16 +27,20 @@ __all__ = [
     "ARCFACE_TEMPLATE",
     "ArcFaceEncoder",
     "Detection",
+    "FaceRender",
+    "FaceScene",
     "FaceDetector",
     "IdentityEncoder",
     "MissingLandmarksError",
     "NoFaceError",
     "PCAShapeModel",
+    "SceneLights",
     "ShapeModelError",
     "align_faces",
     "alignment_transform",
     "arcface_template",
     "build_identity_encoder",
+    "camera_from_meta",
     "cosine_similarity",
     "identity_loss",
     "landmarks_for",

@@ -1,19 +1,34 @@
-"""Render photos of one synthetic subject: shaded mesh, tone curve, background, sensor noise, landmarks."""
+"""Render photos of one synthetic subject through the face scene: shading, tone curve, background, noise.
+
+Every photo is made by :class:`fitdiff.face.scene.FaceScene` with the camera and lights rebuilt from the
+photo's own ``meta.json`` entries (:func:`fitdiff.face.scene.camera_from_meta`), so re-rendering a
+dataset sample from its ground truth and meta gives the same pixels up to the sensor noise, which is
+itself reproducible from the meta (:func:`photo_background`, :func:`sensor_noise`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from fitdiff.face.scene import FaceScene, camera_from_meta
 from fitdiff.face.shape_model import PCAShapeModel
-from fitdiff.render import Renderer
-from fitdiff.synthetic.scene import GAMMA, Scene, background_image, scene_cameras, scene_lights
+from fitdiff.synthetic.scene import GAMMA, Scene, background_image, scene_cameras
 from fitdiff.synthetic.textures import ReflectanceMaps
 
-__all__ = ["Photo", "PhotoRenderer", "SHININESS"]
+__all__ = [
+    "Photo",
+    "PhotoRenderer",
+    "SHININESS",
+    "camera_meta",
+    "lighting_meta",
+    "photo_background",
+    "sensor_noise",
+]
 
 SHININESS = 24.0  # Blinn-Phong exponent of every synthetic render
 
@@ -38,7 +53,8 @@ class Photo:
 
 def camera_meta(camera, index: int, scene: Scene) -> dict[str, Any]:
     """JSON description of camera ``index`` of a batch: ``x_cam = R x_model + t`` (mm), OpenGL view frame
-    (looks down -z), pixels ``px = cx + fx X / d``, ``py = cy - fy Y / d`` with ``d = -Z``."""
+    (looks down -z), pixels ``px = cx + fx X / d``, ``py = cy - fy Y / d`` with ``d = -Z``; triangles with
+    a corner nearer than ``znear`` (mm) are not drawn."""
     return {
         "model": "perspective",
         "R": camera.R[index].double().tolist(),
@@ -48,13 +64,16 @@ def camera_meta(camera, index: int, scene: Scene) -> dict[str, Any]:
         "cx": float(camera.cx[index]),
         "cy": float(camera.cy[index]),
         "image_size": list(camera.image_size),
+        "znear": float(camera.znear),
+        "zfar": float(camera.zfar),
         "fov_degrees": scene.fov,
         "pose_degrees": {"yaw": scene.yaw, "pitch": scene.pitch, "roll": scene.roll},
     }
 
 
 def lighting_meta(scene: Scene) -> dict[str, Any]:
-    """JSON description of a scene's lights and tone curve (model frame, linear radiance)."""
+    """JSON description of a scene's lights, tone curve, background and sensor noise (model frame, linear
+    radiance; the background is display-space, composited over the face's alpha)."""
     return {
         "frame": "model",
         "sh": [list(row) for row in scene.sh],
@@ -67,7 +86,25 @@ def lighting_meta(scene: Scene) -> dict[str, Any]:
         "exposure": scene.exposure,
         "gamma": GAMMA,
         "noise_levels": scene.noise,
+        "noise_seed": scene.background_seed + 1,
+        "background": {"kind": "procedural", "seed": scene.background_seed},
     }
+
+
+def photo_background(meta: Mapping[str, Any]) -> np.ndarray:
+    """(H, W, 3) float64 display-space background in [0, 1] of a synthetic photo, from its meta."""
+    background = meta["lighting"]["background"]
+    if background.get("kind") != "procedural":
+        raise ValueError(f"unknown background kind {background.get('kind')!r}")
+    height, width = meta["camera"]["image_size"]
+    if height != width:
+        raise ValueError(f"procedural backgrounds are square, got image_size {height} x {width}")
+    return background_image(int(background["seed"]), int(height))
+
+
+def sensor_noise(seed: int, levels: float, shape: tuple[int, ...]) -> np.ndarray:
+    """Gaussian sensor noise of std ``levels`` 8-bit levels, in [0, 1] units, deterministic for ``seed``."""
+    return np.random.default_rng(seed).normal(0.0, levels / 255.0, shape)
 
 
 class PhotoRenderer:
@@ -83,55 +120,39 @@ class PhotoRenderer:
         self.model = model
         self.image_size = int(image_size)
         self.face_centre = np.asarray(face_centre, dtype=np.float64)
-        self.renderer = Renderer(
-            (self.image_size, self.image_size), shininess=SHININESS, normal_space="tangent"
-        )
+        self.scene = FaceScene(model, landmarks="68", normal_space="tangent")
 
     @torch.no_grad()
     def render(self, shape: np.ndarray, maps: ReflectanceMaps, scenes: list[Scene]) -> list[Photo]:
         """Photos of the subject with coefficients ``shape`` (K,) and ``maps`` under each scene."""
-        batch = len(scenes)
-        vertices = self.model(torch.from_numpy(np.asarray(shape, dtype=np.float32))[None]).expand(
-            batch, -1, -1
-        )
-        camera = scene_cameras(scenes, self.face_centre, self.image_size)
-        sh, lights = scene_lights(scenes)
+        cameras = scene_cameras(scenes, self.face_centre, self.image_size)
+        metas = [{"camera": camera_meta(cameras, i, s), "lighting": lighting_meta(s)} for i, s in enumerate(scenes)]
+        camera, lights = camera_from_meta(metas)
 
-        def to_map(array: np.ndarray) -> torch.Tensor:
+        def to_map(array: np.ndarray) -> torch.Tensor:  # (H, W, C) -> (1, C, H, W)
             return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).permute(2, 0, 1)[None]
 
-        out = self.renderer.render(
-            vertices,
-            self.model.faces,
+        backgrounds = np.stack([photo_background(m) for m in metas])
+        out = self.scene(
+            torch.from_numpy(np.asarray(shape, dtype=np.float32))[None],
+            to_map(maps.diffuse),
+            to_map(maps.specular),
+            to_map(maps.normals),
             camera,
-            uvs=self.model.uvs,
-            uv_faces=self.model.uv_faces,
-            diffuse=to_map(maps.diffuse),
-            specular=to_map(maps.specular),
-            normals=to_map(maps.normals),
-            sh_coeffs=sh,
-            lights=lights,
-            background=0.0,
+            lights,
+            background=torch.from_numpy(backgrounds).permute(0, 3, 1, 2).float(),
         )
-        landmarks, _ = camera.project(vertices[:, self.model.landmarks_68])
-        radiance = out.image.permute(0, 2, 3, 1).double().numpy()
-        alpha = out.alpha.permute(0, 2, 3, 1).double().numpy()
+        images = out.image.permute(0, 2, 3, 1).double().numpy()
         photos = []
-        for i, scene in enumerate(scenes):
-            face = np.clip(radiance[i] * scene.exposure, 0.0, 1.0) ** (1.0 / GAMMA)
-            image = alpha[i] * face + (1.0 - alpha[i]) * background_image(
-                scene.background_seed, self.image_size
-            )
-            noise = np.random.default_rng(scene.background_seed + 1).normal(
-                0.0, scene.noise / 255.0, image.shape
-            )
-            image = np.round(np.clip(image + noise, 0.0, 1.0) * 255.0).astype(np.uint8)
+        for i, meta in enumerate(metas):
+            lighting = meta["lighting"]
+            noisy = images[i] + sensor_noise(lighting["noise_seed"], lighting["noise_levels"], images[i].shape)
             photos.append(
                 Photo(
-                    image=image,
-                    landmarks=landmarks[i].numpy().astype(np.float32),
-                    coverage=float(alpha[i].mean()),
-                    camera=camera_meta(camera, i, scene),
+                    image=np.round(np.clip(noisy, 0.0, 1.0) * 255.0).astype(np.uint8),
+                    landmarks=out.landmarks[i].numpy().astype(np.float32),
+                    coverage=float(out.alpha[i].mean()),
+                    camera=meta["camera"],
                 )
             )
         return photos

@@ -10,7 +10,8 @@ counter-clockwise in the image.
 Lighting is stored in the model frame (what the renderer needs with model-space vertices): order-2 SH
 radiance coefficients (B, 9, 3) and one directional light; both are drawn in the camera frame (so that
 the face is mostly lit from the front) and rotated into the model frame. Radiance is linear; the photo
-is ``clip(exposure * radiance, 0, 1) ** (1 / 2.2)`` composited over a display-space background.
+is ``clip(exposure * radiance, 0, 1) ** (1 / 2.2)`` composited over a display-space background
+(:class:`fitdiff.face.scene.FaceScene`, which reads these lights back from ``meta.json``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import cv2
 import numpy as np
 import torch
 
-from fitdiff.render import DirectionalLights, PerspectiveCamera
+from fitdiff.render import PerspectiveCamera
 from fitdiff.render.lighting import SH_CONSTANTS
 
 __all__ = [
@@ -31,7 +32,6 @@ __all__ = [
     "head_rotation",
     "sample_scene",
     "scene_cameras",
-    "scene_lights",
     "background_image",
     "GAMMA",
     "EYE_DISTANCE_MM",
@@ -181,17 +181,6 @@ def scene_cameras(scenes: list[Scene], face_centre: np.ndarray, image_size: int)
         (image_size, image_size),
         znear=10.0,
     )
-
-
-def scene_lights(scenes: list[Scene]) -> tuple[torch.Tensor, DirectionalLights]:
-    """(B, 9, 3) SH coefficients and the directional lights of a batch of scenes, model frame."""
-    sh = torch.tensor([s.sh for s in scenes], dtype=torch.float32)
-    lights = DirectionalLights(
-        direction=torch.tensor([s.light_direction for s in scenes], dtype=torch.float32),
-        color=torch.tensor([s.light_color for s in scenes], dtype=torch.float32),
-        intensity=torch.tensor([s.light_intensity for s in scenes], dtype=torch.float32),
-    )
-    return sh, lights
 
 
 def background_image(seed: int, size: int) -> np.ndarray:
