@@ -14,6 +14,14 @@ from typing import Any
 
 from fitdiff.data.batch import FaceBatch, FaceCollate, PhotoJitter
 from fitdiff.data.errors import DataError, ManifestError, SampleError, ShardError
+from fitdiff.data.fields import (
+    AUTOENCODER_FIELDS,
+    DIFFUSION_FIELDS,
+    RECONSTRUCTION_FIELDS,
+    REFLECTANCE_MAPS,
+    STAGE_FIELDS,
+    stage_fields,
+)
 from fitdiff.data.folder import FolderDataset, find_sample_folders, read_folder_members, write_sample_folder
 from fitdiff.data.landmarks import five_point_landmarks
 from fitdiff.data.manifest import (
@@ -44,6 +52,10 @@ from fitdiff.data.writer import DatasetWriter, ShardInfo, ShardWriter, dataset_s
 
 __all__ = [
     "AUTOENCODER_FIELDS",
+    "DIFFUSION_FIELDS",
+    "RECONSTRUCTION_FIELDS",
+    "REFLECTANCE_MAPS",
+    "STAGE_FIELDS",
     "DataError",
     "DatasetStats",
     "DatasetWriter",
@@ -83,13 +95,14 @@ __all__ = [
     "resolve_rank",
     "shard_name",
     "split_by_rank",
+    "stage_fields",
     "subject_of",
     "validate_sample",
     "write_manifest",
     "write_sample_folder",
 ]
 
-_LAZY = {"FaceDataModule", "AUTOENCODER_FIELDS", "resolve_rank"}
+_LAZY = {"FaceDataModule", "resolve_rank"}
 
 
 def __getattr__(name: str) -> Any:

@@ -29,9 +29,6 @@ __all__ = ["FaceDataModule", "resolve_rank"]
 
 log = logging.getLogger(__name__)
 
-#: fields each training stage needs
-AUTOENCODER_FIELDS = ("diffuse", "specular", "normals")
-
 
 def resolve_rank(trainer: L.Trainer | None = None) -> tuple[int, int]:
     """(rank, world size): from the trainer, else ``RANK``/``WORLD_SIZE``, else torch.distributed, else (0, 1)."""
