@@ -1,4 +1,5 @@
-"""AutoencoderModule: manual GAN optimisation, resume, metrics, image logging, checkpoint / safetensors I/O."""
+"""AutoencoderModule: manual GAN optimisation, optimisers / schedules / clipping from config nodes, resume,
+metrics, image logging, checkpoint / safetensors I/O."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from fitdiff.autoencoder import AutoencoderModule, load_autoencoder
-from fitdiff.config import ConfigError
+from hydra.utils import instantiate
 
-NETWORK = dict(ch=8, ch_mult=[1, 2], num_res_blocks=1, embed_dim=2)
+from fitdiff.autoencoder import AutoencoderModule, load_autoencoder
+from fitdiff.config import ConfigError, validate_config
+from fitdiff.optim import WarmupCosine
+
+NETWORK = dict(ch=8, ch_mult=[1, 2], num_res_blocks=1, embed_dim=2, quantizer={"n_codes": 32})
 VAL_METRICS = {
     f"val/{m}_{k}" for m in ("diffuse", "specular", "normals") for k in ("psnr", "ssim", "l1")
 } | {"val/normals_angular_error", "val/normals_angular", "val/rec_loss", "val/vq_loss"}
@@ -23,9 +27,9 @@ VAL_METRICS = {
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _module(**loss) -> AutoencoderModule:
+def _module(module_kwargs: dict | None = None, **loss) -> AutoencoderModule:
     loss = {"perceptual_weight": 0.0, "disc_start": 0, "disc_ch": 8, "disc_layers": 2, **loss}
-    return AutoencoderModule(network=NETWORK, quantizer={"n_codes": 32}, loss=loss, lr=1e-3)
+    return AutoencoderModule(net=NETWORK, loss=loss, **{"optimizer": {"lr": 1e-3}, **(module_kwargs or {})})
 
 
 def _loader(n: int = 8, batch_size: int = 4, r: int = 16) -> DataLoader:
@@ -163,10 +167,110 @@ def test_checkpoint_and_safetensors_give_the_same_autoencoder(tmp_path):
     assert torch.equal(loaded.net.decoder_heads["normals"].last_layer, model.net.decoder_heads["normals"].last_layer)
 
 
-def test_unknown_nested_keys_are_named():
-    with pytest.raises(ConfigError, match=r"model\.network\.chh"):
-        AutoencoderModule(network={"chh": 8})
-    with pytest.raises(ConfigError, match=r"model\.loss\.disc_strat"):
-        AutoencoderModule(network=NETWORK, loss={"disc_strat": 3})
-    with pytest.raises(ConfigError, match=r"model\.quantizer\.codes"):
-        AutoencoderModule(network=NETWORK, quantizer={"codes": 3})
+def test_export_is_atomic_and_records_the_constructor_arguments(tmp_path, monkeypatch):
+    import json
+
+    import safetensors.torch
+    from safetensors import safe_open
+
+    model = _module()
+    path = model.export_safetensors(tmp_path / "ae.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        assert json.loads(f.metadata()["config"]) == model.net.config
+    assert model.net.config["quantizer"] == {"n_codes": 32} and model.net.config["ch"] == 8
+    before = path.read_bytes()
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(safetensors.torch, "save", broken)
+    with pytest.raises(OSError, match="disk full"):
+        _module().export_safetensors(path)
+    assert path.read_bytes() == before  # the old export is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ae.safetensors"]  # no temporary file left
+
+
+def test_checkpoint_naming_another_network_class_is_refused(tmp_path):
+    ckpt = tmp_path / "odd.ckpt"
+    torch.save({"hyper_parameters": {"net": {"_target_": "torch.nn.Linear", "in_features": 1, "out_features": 1}},
+                "state_dict": {}}, ckpt)
+    with pytest.raises(ValueError, match="not a BranchedVQAutoencoder"):
+        load_autoencoder(ckpt)
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("+model.net.chh=8", r"model\.net\.chh"),
+        ("+model.net.quantizer.codes=3", r"model\.net\.quantizer\.codes"),
+        ("+model.loss.disc_strat=3", r"model\.loss\.disc_strat"),
+        ("+model.optimizer.lrr=0.1", r"model\.optimizer\.lrr"),
+        ("+model.disc_optimizer.momentum=0.9", r"model\.disc_optimizer\.momentum"),
+        ("model.gradient_clip_algorithm=l2", r"model\.gradient_clip_algorithm"),
+    ],
+)
+def test_unknown_nested_keys_are_named_by_the_config_validator(compose_train, override, key):
+    cfg = compose_train("quickstart_ae", override)
+    with pytest.raises(ConfigError, match=key):
+        validate_config(cfg)
+
+
+def test_parts_are_swapped_and_overridden_from_the_command_line(compose_train):
+    cfg = compose_train(
+        "quickstart_ae", "model/scheduler=cosine", "model.scheduler.warmup_steps=10", "model.optimizer.lr=0.002",
+        "model/optimizer@model.disc_optimizer=adamw", "model.net.quantizer.n_codes=64", "model.gradient_clip_val=0.5",
+    )
+    validate_config(cfg)
+    model = instantiate(cfg.model)
+    assert model.net.quantizers["diffuse"].n_codes == 64
+    assert model.hparams.scheduler["total_steps"] == cfg.trainer.max_steps  # interpolated, stored resolved
+    (opt_g, opt_d), (sch_g, sch_d) = model.configure_optimizers()
+    assert type(opt_g) is torch.optim.Adam and type(opt_d) is torch.optim.AdamW
+    assert opt_d.param_groups[0]["lr"] == pytest.approx(0.002 / 10)  # same lr (interpolated), warm-up step 0
+    assert opt_g.param_groups[0]["betas"] == (0.5, 0.9) and opt_d.param_groups[0]["weight_decay"] == 0.01
+    assert sch_g.lr_lambdas[0].total_steps == cfg.trainer.max_steps
+
+
+def test_bad_optimiser_or_schedule_fails_when_the_model_is_built():
+    with pytest.raises(ConfigError, match=r"model\.optimizer .*lrr"):
+        _module({"optimizer": {"_target_": "torch.optim.Adam", "lrr": 0.1}})
+    with pytest.raises(ConfigError, match=r"model\.scheduler .*total_steps"):
+        _module({"scheduler": {"_target_": "fitdiff.optim.warmup_cosine", "total_steps": -1}})
+
+
+def test_schedules_step_once_per_generator_step_and_resume(tmp_path):
+    schedule = {"_target_": "fitdiff.optim.warmup_cosine", "warmup_steps": 2, "total_steps": 6, "min_lr_ratio": 0.1}
+    kwargs = {"scheduler": schedule, "disc_optimizer": {"_target_": "torch.optim.SGD", "lr": 0.01}}
+    trainer = _trainer(tmp_path, max_steps=3)
+    model = _module(kwargs, disc_start=2)  # the discriminator's schedule advances before it trains
+    trainer.fit(model, train_dataloaders=_loader(n=16))
+    factor = WarmupCosine(6, 2, 0.1)(3)
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-3 * factor)
+    assert trainer.optimizers[1].param_groups[0]["lr"] == pytest.approx(0.01 * factor)
+    ckpt = tmp_path / "three.ckpt"
+    trainer.save_checkpoint(ckpt)
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert [s["last_epoch"] for s in state["lr_schedulers"]] == [3, 3]
+    assert state["hyper_parameters"]["scheduler"]["total_steps"] == 6  # plain dicts
+
+    resumed = _trainer(tmp_path, max_steps=5)
+    resumed.fit(_module(kwargs, disc_start=2), train_dataloaders=_loader(n=16), ckpt_path=ckpt)
+    assert resumed.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-3 * WarmupCosine(6, 2, 0.1)(5))
+    assert resumed.lr_scheduler_configs[1].scheduler.last_epoch == 5
+
+
+@pytest.mark.parametrize("algorithm", ["norm", "value"])
+def test_gradient_clipping_from_the_model_config(tmp_path, algorithm):
+    torch.manual_seed(0)
+    sgd = {"_target_": "torch.optim.SGD", "lr": 1.0}
+    model = _module({"optimizer": sgd, "gradient_clip_val": 1e-3, "gradient_clip_algorithm": algorithm})
+    trainable = lambda m: {k: v.detach().clone() for k, v in m.named_parameters() if "codebook" not in k}  # noqa: E731
+    gen, disc = trainable(model.net), trainable(model.loss.discriminators)
+    _trainer(tmp_path, max_steps=1).fit(model, train_dataloaders=_loader())
+    for before, now in ((gen, trainable(model.net)), (disc, trainable(model.loss.discriminators))):
+        step = torch.cat([(now[k] - before[k]).flatten() for k in before])  # = -lr * clipped gradient
+        assert step.abs().max() > 0
+        if algorithm == "norm":
+            assert step.norm() <= 1e-3 * 1.001
+        else:
+            assert step.abs().max() <= 1e-3 * 1.001

@@ -17,7 +17,8 @@ that lands near, not on, a code still decodes to a map the decoder was trained o
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,35 @@ class AutoencoderOutput:
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+_HYDRA_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_")
+
+
+def _quantizer_factory(spec: Any) -> tuple[type[VectorQuantizer], dict[str, Any]]:
+    """(quantiser class, keyword arguments without ``dim``) from the ``quantizer`` argument's three forms."""
+    if spec is None:
+        return VectorQuantizer, {}
+    if isinstance(spec, functools.partial):
+        cls, kwargs, args = spec.func, dict(spec.keywords), spec.args
+        if args:
+            raise TypeError(f"quantizer: pass keyword arguments only, got positional {args!r}")
+    elif isinstance(spec, Mapping):
+        kwargs = {str(k): v for k, v in spec.items() if k not in _HYDRA_KEYS}
+        target = spec.get("_target_")
+        if target is None:
+            cls = VectorQuantizer
+        else:
+            from hydra.utils import get_class
+
+            cls = get_class(str(target))
+    else:
+        raise TypeError(f"quantizer must be a mapping of VectorQuantizer arguments or a partial, got {spec!r}")
+    if not (isinstance(cls, type) and issubclass(cls, VectorQuantizer)):
+        raise TypeError(f"quantizer must build a VectorQuantizer (or a subclass), got {cls!r}")
+    if "dim" in kwargs:
+        raise TypeError("quantizer: 'dim' is set by the network (embed_dim); remove it")
+    return cls, kwargs
+
+
 class BranchedVQAutoencoder(nn.Module):
     """Branched VQGAN generator (encoders, quantiser(s), decoders).
 
@@ -69,8 +99,11 @@ class BranchedVQAutoencoder(nn.Module):
         share_trunk: one encoder trunk and one decoder trunk (the middle blocks on the latent grid)
             shared by every branch; the stems and heads stay per branch.
         shared_codebook: one codebook for every branch, else one per branch.
-        quantizer: keyword arguments of :class:`~fitdiff.autoencoder.quantizer.VectorQuantizer`
-            (``n_codes``, ``beta``, ``data_init``, ``restart_dead``, ``usage_decay``, ``dead_threshold``).
+        quantizer: the codebook(s): keyword arguments of
+            :class:`~fitdiff.autoencoder.quantizer.VectorQuantizer` (``n_codes``, ``beta``, ``data_init``,
+            ``restart_dead``, ``usage_decay``, ``dead_threshold``; ``dim`` is ``embed_dim``), optionally
+            with a ``_target_`` naming a subclass, or a ``functools.partial`` of such a class (what
+            Hydra builds from a ``_partial_: true`` node).
     """
 
     def __init__(
@@ -85,7 +118,7 @@ class BranchedVQAutoencoder(nn.Module):
         dropout: float = 0.0,
         share_trunk: bool = False,
         shared_codebook: bool = False,
-        quantizer: Mapping[str, Any] | None = None,
+        quantizer: Mapping[str, Any] | Callable[..., VectorQuantizer] | None = None,
     ) -> None:
         super().__init__()
         maps = dict(DEFAULT_MAPS if maps is None else maps)
@@ -93,13 +126,16 @@ class BranchedVQAutoencoder(nn.Module):
         listed = [m for group in branches.values() for m in group]
         if sorted(listed) != sorted(maps):
             raise ValueError(f"branches {branches} must list every map of {list(maps)} exactly once")
-        quantizer = dict(quantizer or {})
+        quantizer_class, quantizer_kwargs = _quantizer_factory(quantizer)
+        recorded = dict(quantizer_kwargs)
+        if quantizer_class is not VectorQuantizer:
+            recorded["_target_"] = f"{quantizer_class.__module__}.{quantizer_class.__qualname__}"
         #: constructor arguments as plain types (saved with exported weights)
         self.config: dict[str, Any] = dict(
             maps=maps, branches=branches, ch=int(ch), ch_mult=[int(m) for m in ch_mult],
             num_res_blocks=int(num_res_blocks), embed_dim=int(embed_dim), attention=bool(attention),
             dropout=float(dropout), share_trunk=bool(share_trunk), shared_codebook=bool(shared_codebook),
-            quantizer=quantizer,
+            quantizer=recorded,
         )
         self.maps, self.branches = maps, branches
         self.embed_dim = int(embed_dim)
@@ -123,7 +159,9 @@ class BranchedVQAutoencoder(nn.Module):
             {t: DecoderTrunk(embed_dim, width, attention, dropout) for t in trunk_names}
         )
         codebook_names = ["shared"] if shared_codebook else list(branches)
-        self.quantizers = nn.ModuleDict({q: VectorQuantizer(dim=embed_dim, **quantizer) for q in codebook_names})
+        self.quantizers = nn.ModuleDict(
+            {q: quantizer_class(dim=embed_dim, **quantizer_kwargs) for q in codebook_names}
+        )
 
     # ------------------------------------------------------------------------------------ structure
 

@@ -1,53 +1,50 @@
 """LightningModule of the autoencoder stage: manual GAN optimisation, metrics, image logging, export.
 
-Hydra: ``experiments/model/ae_*.yaml`` (``_target_: fitdiff.autoencoder.AutoencoderModule``). Every
-hyperparameter is a plain type (dicts, lists, numbers, strings), so checkpoints load with
-``torch.load(weights_only=True)``.
+Hydra: ``experiments/model/ae_*.yaml``. Every part is a nested ``_target_`` node, checked against its
+target's signature before a run starts (:mod:`fitdiff.config.validate`) and overridable on the command
+line: ``model.net`` (the generator), ``model.net.quantizer``, ``model.loss``, ``model.optimizer`` and
+``model.disc_optimizer`` (``_partial_``) and ``model.scheduler`` (``_partial_``, ``model/scheduler=cosine``).
+The model node sets ``_recursive_: false``: the module receives the nodes and keeps them as plain dicts
+(its hyperparameters, so checkpoints load with ``torch.load(weights_only=True)``), and builds the parts
+itself.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
-from collections.abc import Callable, Mapping, Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from hydra.utils import instantiate
 from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from fitdiff.autoencoder.branched import UNIT_VECTOR_MAPS, AutoencoderOutput, BranchedVQAutoencoder
 from fitdiff.autoencoder.losses import VQGANLoss, angular_error
-from fitdiff.autoencoder.quantizer import VectorQuantizer
-from fitdiff.autoencoder.weights import _network_config_from_hparams, build_network, export_safetensors
+from fitdiff.autoencoder.weights import export_safetensors
 from fitdiff.config.errors import ConfigError
+from fitdiff.optim import build_optimizer, build_partial, build_scheduler, config_node, plain
 
 __all__ = ["AutoencoderModule"]
 
 log = logging.getLogger(__name__)
 
 _PERCEPTUAL_PREFIX = "loss.perceptual."  # fixed LPIPS weights: never stored in checkpoints
+_NET = f"{BranchedVQAutoencoder.__module__}.{BranchedVQAutoencoder.__qualname__}"
+_LOSS = f"{VQGANLoss.__module__}.{VQGANLoss.__qualname__}"
+#: the default optimiser of both networks (taming-transformers' VQGAN settings)
+DEFAULT_OPTIMIZER: dict[str, Any] = {"_target_": "torch.optim.Adam", "lr": 1e-4, "betas": [0.5, 0.9]}
 
 
-def _plain(value: Any) -> Any:
-    """OmegaConf containers -> plain dicts / lists; anything else unchanged."""
-    if isinstance(value, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(value, resolve=True)
-    if isinstance(value, tuple):
-        return list(value)
-    return value
-
-
-def _check_keys(group: str, values: Mapping[str, Any], target: Callable[..., Any], reserved: Sequence[str]) -> None:
-    """Raise ConfigError naming ``model.<group>.<key>`` for a key ``target`` does not take."""
-    params = [p for p in inspect.signature(target).parameters if p not in ("self", *reserved)]
-    for key in values:
-        if key not in params:
-            raise ConfigError(f"unknown key 'model.{group}.{key}'. Valid keys: {', '.join(params)}")
+def _over_default(node: Mapping[str, Any] | None, default: Mapping[str, Any]) -> dict[str, Any]:
+    """``node`` when it names a ``_target_``, else its keys over ``default`` (``{lr: 1e-3}`` keeps Adam)."""
+    node = plain(dict(node or {}))
+    return node if "_target_" in node else {**plain(dict(default)), **node}
 
 
 def _metrics(maps: Sequence[str]) -> nn.ModuleDict:
@@ -72,48 +69,71 @@ class AutoencoderModule(L.LightningModule):
     """Branched VQGAN training with two optimisers (generator, discriminators), manual optimisation.
 
     Args:
-        maps: map name -> channels (default ``{diffuse: 3, specular: 1, normals: 3}``).
-        branches: branch name -> maps (default one branch per map; one branch of all maps = ablation).
-        network: keyword arguments of :class:`BranchedVQAutoencoder` (``ch``, ``ch_mult``,
-            ``num_res_blocks``, ``embed_dim``, ``attention``, ``dropout``, ``share_trunk``,
-            ``shared_codebook``).
-        quantizer: keyword arguments of :class:`VectorQuantizer` (``n_codes``, ``beta``, ...).
-        loss: keyword arguments of :class:`VQGANLoss` (weights, ``disc_start``, discriminator size).
-        lr: generator Adam learning rate (used as given: never rescaled by batch size or devices).
-        disc_lr: discriminator learning rate (default ``lr``).
-        betas: Adam betas of both optimisers.
+        net: ``_target_`` node of the generator (default target
+            :class:`~fitdiff.autoencoder.branched.BranchedVQAutoencoder`), its ``quantizer`` a nested
+            ``_partial_`` :class:`~fitdiff.autoencoder.quantizer.VectorQuantizer` node.
+        loss: ``_partial_`` node of :class:`~fitdiff.autoencoder.losses.VQGANLoss` without ``maps`` and
+            ``branches`` (they come from the network): weights, ``disc_start``, discriminator size.
+        optimizer: ``_partial_`` node of the generator's optimiser (default Adam, lr 1e-4, betas
+            (0.5, 0.9); a node without ``_target_`` overrides those keys); the learning rate is used as
+            given, never rescaled by batch size or devices.
+        disc_optimizer: ``_partial_`` node of the discriminators' optimiser (default: as ``optimizer``;
+            a node without ``_target_`` overrides the generator's keys).
+        scheduler: ``_partial_`` node of a learning-rate schedule (``fitdiff.optim``), one instance per
+            optimiser, both stepped once per generator step; ``None`` keeps the rates constant.
+        gradient_clip_val: clip each optimiser's gradients to this norm (or value) before its step;
+            ``None`` or 0 disables. (``trainer.gradient_clip_val`` does not apply to manual optimisation.)
+        gradient_clip_algorithm: ``"norm"`` (total 2-norm) or ``"value"`` (element-wise).
         n_log_images: maps per modality in the validation image grids (W&B loggers only).
 
     ``global_step`` counts generator steps (one per batch): the discriminator's optimiser is stepped
-    through the strategy directly so that it is not counted, and ``max_steps``, ``disc_start`` and
-    checkpoint intervals all count batches.
+    through the strategy directly so that it is not counted, and ``max_steps``, ``disc_start``,
+    schedules and checkpoint intervals all count batches.
     """
 
     def __init__(
         self,
-        maps: dict[str, int] | None = None,
-        branches: dict[str, list[str]] | None = None,
-        network: dict[str, Any] | None = None,
-        quantizer: dict[str, Any] | None = None,
-        loss: dict[str, Any] | None = None,
-        lr: float = 1e-4,
-        disc_lr: float | None = None,
-        betas: Sequence[float] = (0.5, 0.9),
+        net: Mapping[str, Any] | None = None,
+        loss: Mapping[str, Any] | None = None,
+        optimizer: Mapping[str, Any] | None = None,
+        disc_optimizer: Mapping[str, Any] | None = None,
+        scheduler: Mapping[str, Any] | None = None,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: Literal["norm", "value"] = "norm",
         n_log_images: int = 4,
     ) -> None:
         super().__init__()
-        maps, branches = _plain(maps), _plain(branches)
-        network, quantizer, loss = _plain(network) or {}, _plain(quantizer) or {}, _plain(loss) or {}
-        betas = [float(b) for b in _plain(betas)]
-        _check_keys("network", network, BranchedVQAutoencoder, ("maps", "branches", "quantizer"))
-        _check_keys("quantizer", quantizer, VectorQuantizer, ("dim",))
-        _check_keys("loss", loss, VQGANLoss, ("maps", "branches"))
+        # plain dicts with explicit targets: what the checkpoint stores and what the parts are built from
+        net = config_node(net, _NET)
+        loss = config_node(loss, _LOSS, partial=True)
+        optimizer = config_node(_over_default(optimizer, DEFAULT_OPTIMIZER), "torch.optim.Adam", partial=True)
+        disc_optimizer = config_node(_over_default(disc_optimizer, optimizer), "torch.optim.Adam", partial=True)
+        scheduler = None if scheduler is None else config_node(scheduler, "fitdiff.optim.constant", partial=True)
+        if gradient_clip_algorithm not in ("norm", "value"):
+            raise ConfigError(f"model.gradient_clip_algorithm must be 'norm' or 'value', got {gradient_clip_algorithm!r}")
         self.save_hyperparameters()
         self.automatic_optimization = False
-        self.net = build_network(_network_config_from_hparams(self.hparams))
-        self.loss = VQGANLoss(maps=self.net.maps, branches=self.net.branches, **loss)
+        self.net = self._build_net(net)
+        self.loss = build_partial(loss, "model.loss", maps=self.net.maps, branches=self.net.branches)
+        self._check_optimisation()
         self.val_metrics = _metrics(list(self.net.maps))
         self.test_metrics = _metrics(list(self.net.maps))
+
+    @staticmethod
+    def _build_net(node: dict[str, Any]) -> BranchedVQAutoencoder:
+        try:
+            net = instantiate(node, _convert_="all")
+        except Exception as exc:
+            raise ConfigError(f"model.net ({node.get('_target_')}): {exc}") from exc
+        if not isinstance(net, BranchedVQAutoencoder):
+            raise ConfigError(f"model.net built a {type(net).__name__}, not a BranchedVQAutoencoder")
+        return net
+
+    def _check_optimisation(self) -> None:
+        """Build the optimisers and schedules once on a stand-in parameter: a bad node fails now, not at fit."""
+        probe = [nn.Parameter(torch.zeros(1))]
+        for key in ("optimizer", "disc_optimizer"):
+            build_scheduler(self.hparams.scheduler, build_optimizer(self.hparams[key], probe, f"model.{key}"))
 
     # ------------------------------------------------------------------------------ API for later stages
 
@@ -136,17 +156,29 @@ class AutoencoderModule(L.LightningModule):
 
     # ------------------------------------------------------------------------------ training
 
-    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+    def configure_optimizers(self) -> tuple[list[torch.optim.Optimizer], list[Any]]:
+        """Generator and discriminator optimisers, each with its own instance of the schedule."""
         hp = self.hparams
-        opt_g = torch.optim.Adam(self.net.parameters(), lr=hp.lr, betas=tuple(hp.betas))
-        opt_d = torch.optim.Adam(
-            self.loss.discriminators.parameters(), lr=hp.disc_lr or hp.lr, betas=tuple(hp.betas)
-        )
-        return [opt_g, opt_d]
+        opt_g = build_optimizer(hp.optimizer, self.net.parameters(), "model.optimizer")
+        opt_d = build_optimizer(hp.disc_optimizer, self.loss.discriminators.parameters(), "model.disc_optimizer")
+        return [opt_g, opt_d], [build_scheduler(hp.scheduler, opt) for opt in (opt_g, opt_d)]
 
     def _log_scalars(self, prefix: str, values: Mapping[str, torch.Tensor], batch_size: int, **kwargs) -> None:
         for key, value in values.items():
             self.log(f"{prefix}/{key}", value, batch_size=batch_size, prog_bar=key in ("loss", "rec_loss"), **kwargs)
+
+    def _clip(self, optimizer: Any) -> None:
+        if self.hparams.gradient_clip_val:
+            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip_val,
+                                gradient_clip_algorithm=self.hparams.gradient_clip_algorithm)
+
+    def _step_schedulers(self) -> None:
+        """One step of both schedules per generator step (the discriminator's also before ``disc_start``)."""
+        with warnings.catch_warnings():
+            # the discriminator's schedule advances with the generator's steps, before its optimiser runs
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+            for scheduler in self.lr_schedulers():
+                scheduler.step()
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()
@@ -158,6 +190,7 @@ class AutoencoderModule(L.LightningModule):
         g_loss, logs = self.loss.generator_loss(out, self.net.last_layers(), step)
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(g_loss)
+        self._clip(opt_g)
         opt_g.step()
         self.untoggle_optimizer(opt_g)
 
@@ -166,11 +199,13 @@ class AutoencoderModule(L.LightningModule):
             d_loss, d_logs = self.loss.discriminator_loss(out)
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(d_loss)
+            self._clip(opt_d)
             # through the strategy (precision plugin, hooks) but not LightningOptimizer.step, which would
             # count a second global step per batch
             self.trainer.strategy.optimizer_step(opt_d.optimizer, closure=lambda: None, model=self)
             self.untoggle_optimizer(opt_d)
             logs.update(d_logs)
+        self._step_schedulers()
 
         logs.update(out.stats)
         for name, q in self.net.quantizers.items():

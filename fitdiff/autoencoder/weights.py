@@ -7,7 +7,8 @@ The diffusion stage calls :func:`load_autoencoder` with a Lightning checkpoint (
     python -m fitdiff.autoencoder RUN/checkpoints/last.ckpt autoencoder.safetensors
 
 The safetensors file holds the generator only (no discriminators, no LPIPS) and its constructor
-arguments as JSON in the metadata key ``config``.
+arguments as JSON in the metadata key ``config``. It is written atomically: an interrupted export leaves
+no partial file behind, and an existing file is replaced only by a complete one.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import torch
 
 from fitdiff.autoencoder.branched import BranchedVQAutoencoder
+from fitdiff.io import atomic_write_bytes
 
 __all__ = ["build_network", "export_safetensors", "load_autoencoder", "main"]
 
@@ -43,20 +45,41 @@ def _freeze(net: BranchedVQAutoencoder) -> BranchedVQAutoencoder:
 
 
 def export_safetensors(net: BranchedVQAutoencoder, path: str | Path) -> Path:
-    """Write the generator's weights and config to ``path`` (``.safetensors``); return the path."""
-    from safetensors.torch import save_file
+    """Write the generator's weights and constructor arguments to ``path`` (``.safetensors``), atomically.
+
+    Returns:
+        ``path``.
+    """
+    from safetensors.torch import save
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    save_file(state, str(path), metadata={"format": FORMAT, "config": json.dumps(net.config)})
+    atomic_write_bytes(path, save(state, metadata={"format": FORMAT, "config": json.dumps(net.config)}))
     log.info("exported %d tensors to %s", len(state), path)
     return path
 
 
-def _network_config_from_hparams(hp: Mapping[str, Any]) -> dict[str, Any]:
-    return {"maps": hp.get("maps"), "branches": hp.get("branches"), "quantizer": hp.get("quantizer"),
-            **dict(hp.get("network") or {})}
+def _network_from_hparams(hp: Mapping[str, Any], path: Path) -> BranchedVQAutoencoder:
+    """The (untrained) network an ``AutoencoderModule`` checkpoint's hyperparameters describe.
+
+    Reads the ``net`` config node (a ``_target_`` that is not BranchedVQAutoencoder or a subclass is
+    refused before anything is built), or the flat ``maps`` / ``branches`` / ``network`` / ``quantizer``
+    keys of checkpoints written before the parts became config nodes.
+    """
+    node = hp.get("net")
+    if node is None:
+        return build_network({"maps": hp.get("maps"), "branches": hp.get("branches"),
+                              "quantizer": hp.get("quantizer"), **dict(hp.get("network") or {})})
+    from hydra.utils import get_class
+
+    target = node.get("_target_", f"{BranchedVQAutoencoder.__module__}.{BranchedVQAutoencoder.__name__}")
+    try:
+        cls = get_class(str(target))
+    except Exception as exc:
+        raise ValueError(f"{path}: the network target {target!r} does not import ({exc})") from exc
+    if not (isinstance(cls, type) and issubclass(cls, BranchedVQAutoencoder)):
+        raise ValueError(f"{path}: the network target {target!r} is not a BranchedVQAutoencoder")
+    return cls(**{k: v for k, v in node.items() if not (k.startswith("_") and k.endswith("_"))})
 
 
 def load_autoencoder(path: str | Path, map_location: str | torch.device = "cpu", freeze: bool = True
@@ -85,7 +108,7 @@ def load_autoencoder(path: str | Path, map_location: str | torch.device = "cpu",
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         if "hyper_parameters" not in ckpt or "state_dict" not in ckpt:
             raise ValueError(f"{path} is not a Lightning checkpoint of fitdiff.autoencoder.AutoencoderModule")
-        net = build_network(_network_config_from_hparams(ckpt["hyper_parameters"]))
+        net = _network_from_hparams(ckpt["hyper_parameters"], path)
         prefix = "net."
         net.load_state_dict({k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)})
     net = net.to(map_location)
