@@ -183,3 +183,5 @@ def test_scene_rejects_mismatched_batches(stored):
         FaceScene(model)(torch.zeros(2, model.n_components), **maps, camera=camera, lights=one_light)
     with pytest.raises(ValueError, match="landmarks"):
         FaceScene(model, landmarks="17")
+    with pytest.raises(ValueError, match="normal_space"):
+        FaceScene(model, normal_space="world")

@@ -112,10 +112,13 @@ class FaceScene(nn.Module):
             landmarks = model.landmarks_68 if landmarks == "68" else model.landmarks_5
         self.register_buffer("landmark_vertices", torch.as_tensor(landmarks, dtype=torch.long).clone(),
                              persistent=False)
+        if normal_space not in ("tangent", "object"):
+            raise ValueError(f"normal_space must be 'tangent' or 'object', got {normal_space!r}")
+        if backend not in ("pytorch", "pytorch3d"):
+            raise ValueError(f"backend must be 'pytorch' or 'pytorch3d', got {backend!r}")
         self.normal_space = normal_space
         self.soft_sigma = soft_sigma
         self.backend = backend
-        Renderer((1, 1), normal_space=normal_space, backend=backend)  # validates the options now
 
     def forward(
         self,
