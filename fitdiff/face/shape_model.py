@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fitdiff.io import atomic_write
 from fitdiff.render import mesh
 
 __all__ = ["PCAShapeModel", "ShapeModelError", "FORMAT_VERSION", "NPZ_KEYS"]
@@ -263,15 +263,8 @@ class PCAShapeModel(nn.Module):
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the model to one ``.npz`` atomically (via a temporary file in the same folder)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                np.savez(stream, **self.to_arrays())
-            os.replace(tmp_name, path)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
+        with atomic_write(path) as stream:
+            np.savez(stream, **self.to_arrays())
         return path
 
     @classmethod
