@@ -225,7 +225,7 @@ def _unwrap(state: Any) -> Any:
 
 
 def load_state_dict(
-    path: PathLike, *, what: str = "weights", map_location: str | torch.device = "cpu"
+    path: PathLike, *, what: str, map_location: str | torch.device = "cpu"
 ) -> dict[str, torch.Tensor]:
     """Name -> tensor mapping stored in a weight file.
 
@@ -277,7 +277,7 @@ def load_state_dict(
     return out
 
 
-def safetensors_metadata(path: PathLike, *, what: str = "weights") -> dict[str, str]:
+def safetensors_metadata(path: PathLike, *, what: str) -> dict[str, str]:
     """The string metadata in a ``.safetensors`` header (empty when it has none).
 
     Raises:

@@ -119,7 +119,7 @@ def test_load_state_dict_round_trips_safetensors_and_torch_files(tmp_path):
     torch.save(state, tmp_path / "w.pt")
     _assert_same(load_state_dict(tmp_path / "w.safetensors", what="test"), state)
     _assert_same(load_state_dict(tmp_path / "w.pt", what="test"), state)
-    assert safetensors_metadata(tmp_path / "w.safetensors") == {"fitdiff": "{}"}
+    assert safetensors_metadata(tmp_path / "w.safetensors", what="test weights") == {"fitdiff": "{}"}
 
 
 def test_load_state_dict_unwraps_containers_and_module_prefixes(tmp_path):
@@ -129,7 +129,7 @@ def test_load_state_dict_unwraps_containers_and_module_prefixes(tmp_path):
     ordered = collections.OrderedDict((f"module.{k}", v) for k, v in state.items())
     torch.save(ordered, tmp_path / "plain_ddp.pth")
     for name in ("lightning.ckpt", "ddp.pth", "plain_ddp.pth"):
-        _assert_same(load_state_dict(tmp_path / name), state)
+        _assert_same(load_state_dict(tmp_path / name, what="test weights"), state)
 
 
 def test_load_state_dict_refuses_pickled_objects(tmp_path):
@@ -143,10 +143,10 @@ def test_load_state_dict_refuses_pickled_objects(tmp_path):
 def test_load_state_dict_rejects_non_tensor_values_naming_the_file(tmp_path):
     torch.save({"w": torch.zeros(2), "lr": 0.1}, tmp_path / "mixed.pt")
     with pytest.raises(StateDictError, match=r"mixed\.pt.*'lr' \(float\)"):
-        load_state_dict(tmp_path / "mixed.pt")
+        load_state_dict(tmp_path / "mixed.pt", what="test weights")
     torch.save(torch.zeros(3), tmp_path / "tensor.pt")
     with pytest.raises(StateDictError, match=r"tensor\.pt holds a Tensor"):
-        load_state_dict(tmp_path / "tensor.pt")
+        load_state_dict(tmp_path / "tensor.pt", what="test weights")
 
 
 def test_load_state_dict_reports_missing_and_corrupt_files(tmp_path):
@@ -154,14 +154,14 @@ def test_load_state_dict_reports_missing_and_corrupt_files(tmp_path):
         load_state_dict(tmp_path / "nothing.safetensors", what="x")
     (tmp_path / "junk.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!")
     with pytest.raises(StateDictError, match="junk.safetensors"):
-        load_state_dict(tmp_path / "junk.safetensors")
+        load_state_dict(tmp_path / "junk.safetensors", what="test weights")
     (tmp_path / "junk.pt").write_bytes(os.urandom(256))
     with pytest.raises(StateDictError, match="junk.pt"):
-        load_state_dict(tmp_path / "junk.pt")
+        load_state_dict(tmp_path / "junk.pt", what="test weights")
     torch.save(_state(), tmp_path / "cut.pt")
     data = (tmp_path / "cut.pt").read_bytes()
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
     with pytest.raises(StateDictError, match="cut.pt"):
-        load_state_dict(tmp_path / "cut.pt")
+        load_state_dict(tmp_path / "cut.pt", what="test weights")
     with pytest.raises(StateDictError, match="junk.safetensors"):
-        safetensors_metadata(tmp_path / "junk.safetensors")
+        safetensors_metadata(tmp_path / "junk.safetensors", what="test weights")
