@@ -18,6 +18,8 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.trainer.states import TrainerStatus
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig, OmegaConf
 
 from fitdiff.config import ConfigError, validate_config
@@ -70,6 +72,17 @@ def _print_config(cfg: DictConfig) -> None:
     Console(stderr=True).print(Syntax(text, "yaml", theme="ansi_dark", background_color="default"))
 
 
+class _ValidationRecorder(L.Callback):
+    """Records whether a validation loop (not the sanity check) completed during ``fit``."""
+
+    def __init__(self) -> None:
+        self.validated = False
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.validated = True
+
+
 def _build(cfg: DictConfig) -> tuple[Any, L.LightningModule, L.Trainer]:
     """DataModule, model and trainer (with callbacks and loggers) from ``cfg``."""
     if cfg.get("data") is None or cfg.get("model") is None:
@@ -80,6 +93,7 @@ def _build(cfg: DictConfig) -> tuple[Any, L.LightningModule, L.Trainer]:
     model = instantiate(cfg.model)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
+    callbacks.append(_ValidationRecorder())
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     hparams = OmegaConf.to_container(cfg, resolve=True)
     for logger in trainer.loggers:
@@ -98,8 +112,36 @@ def _check_ckpt(cfg: DictConfig) -> str | None:
     return ckpt
 
 
+def _validate_if_never_validated(trainer: L.Trainer, model: L.LightningModule, datamodule: Any) -> dict[str, float]:
+    """Validate the final weights when ``fit`` finished without a validation; return those metrics.
+
+    A run shorter than ``val_check_interval`` (``trainer.max_steps=2``, an early ``max_time``) would
+    otherwise end with no validation metric at all. Nothing is done when validation is disabled
+    (``limit_val_batches=0``), the model has no ``validation_step``, or fit did not finish.
+    """
+    recorder = next((c for c in trainer.callbacks if isinstance(c, _ValidationRecorder)), None)
+    if (
+        recorder is None
+        or recorder.validated
+        or trainer.state.status != TrainerStatus.FINISHED
+        or trainer.limit_val_batches == 0
+        or not is_overridden("validation_step", model)
+        or not hasattr(datamodule, "val_dataloader")
+    ):
+        return {}
+    log.warning(
+        "training ended at step %d before its first validation (val_check_interval=%s): validating the final weights",
+        trainer.global_step, trainer.val_check_interval,
+    )
+    trainer.validate(model, datamodule=datamodule, verbose=False)
+    return _metrics(trainer)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and optionally test) the model a config describes.
+
+    A run that ends before its first validation (fewer steps than ``val_check_interval``) validates its
+    final weights once after ``fit``.
 
     Returns:
         The trainer's final callback metrics (train, val and, with ``test=true``, test), as floats.
@@ -108,9 +150,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ckpt = _check_ckpt(cfg)
     datamodule, model, trainer = _build(cfg)
     try:
+        metrics: dict[str, float] = {}
         if cfg.train:
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt)
-        metrics = _metrics(trainer)
+            metrics = _metrics(trainer)
+            metrics.update(_validate_if_never_validated(trainer, model, datamodule))
         if cfg.test:
             callback = trainer.checkpoint_callback
             best = callback.best_model_path if cfg.train and callback is not None else ""
@@ -154,7 +198,9 @@ def run_cli(task: Callable[[DictConfig], dict[str, float]], cfg: DictConfig) -> 
     """Run ``task`` for a command-line entry point.
 
     A configuration error is reported on one line and exits with status 2 before any work starts.
-    Returns the value of ``cfg.optimized_metric`` for Hydra sweepers, when set.
+    Returns the value of ``cfg.optimized_metric`` for Hydra sweepers, when set; when the run did not log
+    it (no validation data, validation disabled, a misspelt name) a warning lists what was logged and
+    ``None`` is returned.
     """
     try:
         metrics = task(cfg)
@@ -165,5 +211,6 @@ def run_cli(task: Callable[[DictConfig], dict[str, float]], cfg: DictConfig) -> 
     if not name:
         return None
     if name not in metrics:
-        raise ConfigError(f"optimized_metric '{name}' was not logged; logged metrics: {sorted(metrics)}")
+        log.warning("optimized_metric '%s' was not logged; logged metrics: %s", name, ", ".join(sorted(metrics)))
+        return None
     return metrics[name]

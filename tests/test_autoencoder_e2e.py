@@ -53,3 +53,19 @@ def test_quickstart_ae_trains_validates_tests_and_checkpoints(tmp_path, compose_
     exported = load_autoencoder(tmp_path / "ae.safetensors")
     for (name, a), (_, b) in zip(net.state_dict().items(), exported.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+@pytest.mark.slow
+def test_command_line_run_stopped_by_max_steps_before_validation_finishes_cleanly(tmp_path):
+    _shards(tmp_path / "synthetic")
+    run = tmp_path / "run"
+    result = run_script(
+        "train.py", "experiment=quickstart_ae", "logger=csv", "trainer.max_steps=2", "data.batch_size=4",
+        f"paths.data_dir={tmp_path}", f"hydra.run.dir={run}", "extras.print_config=false",
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "Traceback" not in output and "before its first validation" in output
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert state["global_step"] == 2
+    assert "val/rec_loss" in (run / "csv" / "metrics.csv").read_text()  # the final validation was logged

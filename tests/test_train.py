@@ -45,6 +45,25 @@ def test_resume_continues_from_checkpoint(compose_train, tmp_path):
     assert not torch.equal(state["state_dict"]["layer.weight"], first_weights["layer.weight"])
 
 
+def test_run_shorter_than_its_first_validation_validates_the_final_weights(compose_train, caplog):
+    # the smoke experiment validates at the end of each 8-batch epoch: 2 steps never get there
+    with caplog.at_level("WARNING", logger="fitdiff.tasks"):
+        cfg, metrics, out = _train(compose_train, "trainer.max_steps=2")
+    assert "before its first validation" in caplog.text
+    assert "val/loss" in metrics and "train/loss" in metrics
+    assert _global_step(out / "checkpoints" / "last.ckpt") == 2  # written at the end of the run
+    assert tasks.run_cli(lambda _: metrics, cfg) == metrics["val/loss"]
+
+
+def test_missing_optimized_metric_is_a_warning(compose_train, caplog):
+    cfg = compose_train("smoke", "logger=csv", "trainer.max_steps=2", "trainer.limit_val_batches=0")
+    with caplog.at_level("WARNING", logger="fitdiff.tasks"):
+        assert tasks.run_cli(tasks.train, cfg) is None
+    assert "optimized_metric 'val/loss' was not logged" in caplog.text
+    assert "before its first validation" not in caplog.text  # validation is disabled: nothing to run
+    assert _global_step(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt") == 2
+
+
 def test_missing_checkpoint_is_a_config_error(compose_train):
     from fitdiff.config import ConfigError
 
