@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-from fitdiff.render.edges import edge_functions
+from fitdiff.render.edges import edge_functions, inside, tie_breaks
 from fitdiff.render.rasterizer import rasterize
 
 SIZE = (48, 48)
@@ -88,10 +88,12 @@ FANS = {
 }
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("wound", ["front", "back"])
 @pytest.mark.parametrize("fan", sorted(FANS))
-def test_fan_around_a_pixel_centre_covers_each_pixel_exactly_once(fan: str, wound: str):
+def test_fan_around_a_pixel_centre_covers_each_pixel_exactly_once(fan: str, wound: str, dtype):
     xy, faces = _fan(FANS[fan])
+    xy = xy.to(dtype)
     if wound == "back":
         faces = faces[:, [0, 2, 1]]
     cull = wound == "front"
@@ -116,3 +118,14 @@ def test_edge_ownership_is_top_left_and_opposite_across_a_shared_edge():
     assert owns2[0].tolist() == [False, True, True]
     # the shared diagonal: bit-identical coefficients of opposite sign, so exactly one owner
     assert torch.equal(coef[0, 1], -coef2[0, 2])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_inside_counts_zero_only_on_owned_edges(dtype):
+    tiny = torch.finfo(dtype).tiny * torch.finfo(dtype).eps  # the smallest positive subnormal
+    e = torch.tensor([[0.0, 0.0, 1.0], [0.0, 2.0, 3.0], [tiny, 1.0, 1.0], [-tiny, 1.0, 1.0], [1.0, 1.0, 1.0]],
+                     dtype=dtype)
+    owned = tie_breaks(torch.tensor([[True, True, False]] * 5), dtype)
+    assert inside(e, owned).tolist() == [True, True, True, False, True]
+    none_owned = tie_breaks(torch.zeros(5, 3, dtype=torch.bool), dtype)
+    assert inside(e, none_owned).tolist() == [False, False, True, False, True]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["signed_area2", "edge_functions", "inside", "point_triangle_distance"]
+__all__ = ["signed_area2", "edge_functions", "tie_breaks", "inside", "point_triangle_distance"]
 
 
 def signed_area2(tri_xy: torch.Tensor) -> torch.Tensor:
@@ -56,9 +56,24 @@ def edge_functions(tri_xy: torch.Tensor, tri_faces: torch.Tensor) -> tuple[torch
     return coef, owns
 
 
-def inside(e: torch.Tensor, owns: torch.Tensor) -> torch.Tensor:
-    """(P, 3) oriented edge values and (P, 3) ownership -> (P,) bool coverage under the top-left rule."""
-    test = torch.where(owns, e >= 0, e > 0)
+_INT_OF_WIDTH = {2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def tie_breaks(owns: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Per-edge integer thresholds for :func:`inside`: 0 where the edge is owned, 1 elsewhere, in the
+    signed integer type as wide as the floating ``dtype`` of the edge values."""
+    return (~owns).to(_INT_OF_WIDTH[torch.finfo(dtype).bits // 8])
+
+
+def inside(e: torch.Tensor, ties: torch.Tensor) -> torch.Tensor:
+    """(P,) bool coverage under the top-left rule from (P, 3) oriented edge values and their (P, 3)
+    :func:`tie_breaks`.
+
+    Floats of one sign order like their bit patterns read as signed integers, and negative floats read as
+    negative integers, so ``bits >= 0`` is ``e >= 0`` (owned edges) and ``bits >= 1`` is ``e > 0``
+    (others): one comparison per edge instead of two and a select. (-0.0 reads as negative, but the edge
+    values of a non-degenerate edge are never -0.0: they end with a sum that is +0.0 when exact zero.)"""
+    test = e.view(ties.dtype) >= ties
     return test[:, 0] & test[:, 1] & test[:, 2]
 
 

@@ -29,7 +29,7 @@ import logging
 
 import torch
 
-from fitdiff.render.edges import edge_functions, inside, point_triangle_distance, signed_area2
+from fitdiff.render.edges import edge_functions, inside, point_triangle_distance, signed_area2, tie_breaks
 from fitdiff.render.fragments import Fragments
 
 __all__ = ["rasterize", "silhouette_faces", "drawable_faces"]
@@ -209,6 +209,7 @@ def _visibility(
     # Per-triangle set-up only for those triangles.
     tri_l = tri_xy.reshape(-1, 3, 2).index_select(0, live)
     coef_f, owns_f = edge_functions(tri_l, faces.index_select(0, live % n_faces))
+    ties_f = tie_breaks(owns_f, coef_f.dtype)
     inv_area_f = 1.0 / signed_area2(tri_l).abs()
     z_l = tri_z.reshape(-1, 3).index_select(0, live)
     # Depth plane: perspective interpolates 1/z linearly in screen space, orthographic z.
@@ -223,7 +224,7 @@ def _visibility(
         cx = (px.to(xy.dtype) + 0.5).unsqueeze(-1)
         cy = (py.to(xy.dtype) + 0.5).unsqueeze(-1)
         e = torch.addcmul(torch.addcmul(c[..., 2], c[..., 0], cx), c[..., 1], cy)  # (P, 3) > 0 inside
-        sel = torch.nonzero(inside(e, owns_f.index_select(0, lid))).squeeze(1)
+        sel = torch.nonzero(inside(e, ties_f.index_select(0, lid))).squeeze(1)
         e, lid, px, py = (t.index_select(0, sel) for t in (e, lid, px, py))
         bary = e * inv_area_f.index_select(0, lid).unsqueeze(-1)
         zi = (bary * zq_f.index_select(0, lid)).sum(-1)
