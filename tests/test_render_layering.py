@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,3 +67,11 @@ def test_render_does_not_name_face_even_in_docs(path: Path):
 def test_the_check_catches_every_spelling(source: str):
     assert face_imports(source, "fitdiff.render.backends")
     assert not face_imports("from fitdiff.render import mesh\nfrom .. import cameras", "fitdiff.render.backends")
+
+
+def test_importing_the_renderer_loads_no_face_module():
+    probe = "import sys, fitdiff.render; print(sorted(m for m in sys.modules if m.startswith('fitdiff.face')))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                            cwd=RENDER.parent.parent, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
