@@ -274,3 +274,12 @@ def test_gradient_clipping_from_the_model_config(tmp_path, algorithm):
             assert step.norm() <= 1e-3 * 1.001
         else:
             assert step.abs().max() <= 1e-3 * 1.001
+
+
+def test_plain_ddp_is_refused_naming_the_strategy_key():
+    model = _module()
+    model.trainer = L.Trainer(accelerator="cpu", devices=1, strategy="ddp", logger=False)
+    with pytest.raises(ConfigError, match=r"trainer\.strategy.*ddp_find_unused_parameters_true"):
+        model.setup("fit")
+    model.trainer = L.Trainer(accelerator="cpu", devices=1, strategy="ddp_find_unused_parameters_true", logger=False)
+    model.setup("fit")  # accepted

@@ -156,6 +156,17 @@ class AutoencoderModule(L.LightningModule):
 
     # ------------------------------------------------------------------------------ training
 
+    def setup(self, stage: str) -> None:
+        """Refuse plain DDP before training: the GAN step's two backward passes each leave parameters unused."""
+        from lightning.pytorch.strategies import DDPStrategy
+
+        strategy = self.trainer.strategy if self._trainer is not None else None
+        if stage == "fit" and isinstance(strategy, DDPStrategy) and not strategy._ddp_kwargs.get("find_unused_parameters"):
+            raise ConfigError(
+                "trainer.strategy: the autoencoder's generator and discriminator backward passes each leave the "
+                "other network's parameters unused; use trainer.strategy=ddp_find_unused_parameters_true"
+            )
+
     def configure_optimizers(self) -> tuple[list[torch.optim.Optimizer], list[Any]]:
         """Generator and discriminator optimisers, each with its own instance of the schedule."""
         hp = self.hparams

@@ -2,7 +2,9 @@
 
 Training: shards resampled per rank, a sample shuffle buffer, optional photo colour jitter, and a fixed
 number of steps per epoch on every rank (derived from the manifest, batch size and world size, or set
-with ``steps_per_epoch``). Validation / test: every sample of the rank's shards once, in a fixed order.
+with ``steps_per_epoch``). Validation / test: every sample of the rank's shards once, in a fixed order;
+with fewer shards than ranks every rank reads all shards and keeps every ``world_size``-th sample, so
+that no rank is left without data (a rank with no batches would stall the others' metric reductions).
 
 Hydra: ``experiments/data/shards.yaml`` (``_target_: fitdiff.data.FaceDataModule``).
 """
@@ -13,6 +15,7 @@ import logging
 import math
 import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
@@ -63,6 +66,30 @@ class _SizedShardStream(ShardStream):
 
     def __len__(self) -> int:
         return self.length
+
+
+class _SampleSplitStream(ShardStream):
+    """Evaluation stream for fewer shards than ranks: every rank reads every shard, keeps its samples.
+
+    Sample ``g`` (its position in shard order, counted with the manifest's per-shard counts) goes to
+    rank ``g % world_size``: disjoint and together complete over ranks. With fewer samples than ranks,
+    rank ``r`` gets sample ``r % samples`` (some samples are then evaluated on two ranks).
+    """
+
+    def rank_shards(self) -> list[tuple[str, int | None]]:
+        return list(zip(self.shards, self.counts))
+
+    def _read(self, sources: Iterator[dict]) -> Iterator[dict]:
+        offsets, total = {}, 0
+        for path, count in zip(self.shards, self.counts):
+            offsets[path] = total
+            total += int(count or 0)
+        for source in sources:
+            first = offsets[source["url"]]
+            for i, raw in enumerate(super()._read(iter([source]))):
+                g = first + i
+                if (g % self.world_size == self.rank) if total >= self.world_size else (g == self.rank % total):
+                    yield raw
 
 
 class FaceDataModule(L.LightningDataModule):
@@ -178,8 +205,9 @@ class FaceDataModule(L.LightningDataModule):
             if not entries:
                 log.info("%s: the manifest lists no %s samples", self.data_dir, split)
             elif len(entries) < self.world_size:
-                log.warning("%s: %d %s shard(s) for %d ranks: some ranks get no %s samples",
-                            self.data_dir, len(entries), split, self.world_size, split)
+                log.info("%s: %d %s shard(s) for %d ranks: the ranks split the samples instead of the shards",
+                         self.data_dir, len(entries), split, self.world_size)
+                return _SampleSplitStream(paths, train=False, **common)
             return ShardStream(paths, train=False, **common)
         if not entries:
             raise ValueError(f"{self.data_dir}: the manifest lists no training samples")
@@ -233,11 +261,11 @@ class FaceDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader | list:
-        """Validation loader: every sample of this rank's val shards once, in a fixed order."""
+        """Validation loader: every sample of this rank's share of the val split once, in a fixed order."""
         return self._eval_loader("val")
 
     def test_dataloader(self) -> DataLoader | list:
-        """Test loader: every sample of this rank's test shards once, in a fixed order."""
+        """Test loader: every sample of this rank's share of the test split once, in a fixed order."""
         return self._eval_loader("test")
 
     def predict_dataloader(self) -> DataLoader | list:
