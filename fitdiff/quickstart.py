@@ -10,8 +10,9 @@ so running it twice is cheap. Stages, in order:
 3. ``dataset``     — build the embedded synthetic fitted dataset in ``data/synthetic`` (200 subjects x 4
    photos, 64x64 UV maps, 128x128 photos, with its trained synthetic recognizer; about a minute), unless
    a complete one is there, and print its identity-verification ROC-AUC on held-out subjects.
-4. ``autoencoder`` — train ``experiment=quickstart_ae`` (about 12 minutes on 2 CPU cores) unless a
-   finished run is there, export its weights as safetensors and print its validation metrics.
+4. ``autoencoder`` — train ``experiment=quickstart_ae`` for its fixed budget of 1000 steps (about 12
+   minutes on 2 idle CPU cores; every machine stops at the same step) unless a finished run is there,
+   export its weights as safetensors and print its validation metrics.
 
 Each later stage of the method (dataset, autoencoder, diffusion, guided reconstruction, evaluation)
 adds itself here as it lands.
@@ -179,7 +180,7 @@ STAGES: list[Stage] = [
     Stage("assets", "registered external files and their state", _stage_assets),
     Stage("configs", "compose and validate every experiment config", _stage_configs),
     Stage("dataset", "embedded synthetic fitted dataset + identity verification", _stage_dataset),
-    Stage("autoencoder", "train the quickstart branched VQGAN (quickstart_ae)", _stage_autoencoder),
+    Stage("autoencoder", "train the quickstart branched VQGAN (quickstart_ae, 1000 steps)", _stage_autoencoder),
 ]
 
 

@@ -55,6 +55,18 @@ def test_quickstart_ae_trains_validates_tests_and_checkpoints(tmp_path, compose_
         assert torch.equal(a, b), name
 
 
+def test_run_stopped_by_max_steps_before_validation_returns_the_metric(tmp_path, compose_train):
+    from fitdiff import tasks
+
+    _shards(tmp_path / "synthetic")
+    cfg = compose_train("quickstart_ae", f"paths.data_dir={tmp_path}", "logger=csv", "data.batch_size=4",
+                        "trainer.max_steps=2", "extras.print_config=false")
+    value = tasks.run_cli(tasks.train, cfg)  # optimized_metric: val/rec_loss, from the final validation
+    assert isinstance(value, float) and value > 0
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert state["global_step"] == 2
+
+
 @pytest.mark.slow
 def test_command_line_run_stopped_by_max_steps_before_validation_finishes_cleanly(tmp_path):
     _shards(tmp_path / "synthetic")

@@ -10,9 +10,8 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
-
 from hydra.utils import instantiate
+from torch.utils.data import DataLoader
 
 from fitdiff.autoencoder import AutoencoderModule, load_autoencoder
 from fitdiff.config import ConfigError, validate_config

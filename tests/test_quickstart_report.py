@@ -21,3 +21,11 @@ def test_autoencoder_report_names_the_exported_checkpoint(tmp_path, caplog):
     text = caplog.text
     assert "exported weights (best val/rec_loss): val/diffuse_psnr 29.00, val/specular_psnr 29.50" in text
     assert "last validation: val/diffuse_psnr 27.50, val/specular_psnr 30.00, val/normals_angular_error 2.10" in text
+
+
+def test_quickstart_autoencoder_is_bounded_by_steps_not_time(compose_train):
+    cfg = compose_train("quickstart_ae")
+    assert cfg.trainer.max_steps == 1000 and cfg.trainer.get("max_time") is None  # same step on every machine
+    assert 0 < cfg.model.loss.disc_start < cfg.trainer.max_steps  # the GAN terms train within the budget
+    assert cfg.trainer.max_steps % cfg.trainer.val_check_interval == 0  # the last step is validated
+    assert cfg.callbacks.rich_progress_bar._target_ == "fitdiff.callbacks.StepProgressBar"
