@@ -82,7 +82,9 @@ def test_features_land_in_their_facial_regions(model):
         assert s[lips].mean() < s[forehead].mean()
         if appearance.beard == 0:
             beardless.append(bool(redness[lips].mean() > redness[chin].mean()))
-        if appearance.skin_tone < 0.6 and appearance.brow_density > 0.6:
+        if np.mean(appearance.hair) < 0.5 * np.mean(appearance.skin):  # brows take the hair colour
+            lifted = [0.0, appearance.brow_lift]
+            brow = _region(layout, lm[19] + lifted, 2.5) | _region(layout, lm[24] + lifted, 2.5)
             dark_browed.append(bool(d[brow].mean() < d[forehead].mean()))
     # the seeded subjects include both kinds, so neither check is vacuous
     assert beardless and all(beardless), beardless
