@@ -139,6 +139,7 @@ def test_unknown_asset_lists_known_names():
         assets.get("nope")
 
 
+@pytest.mark.slow
 def test_status_command_lists_every_registered_asset():
     result = run_script("-m", "fitdiff.assets", "status")
     assert result.returncode == 0, result.stderr
@@ -147,6 +148,7 @@ def test_status_command_lists_every_registered_asset():
     assert "missing" in result.stdout
 
 
+@pytest.mark.slow
 def test_fetch_command_from_mirror_url(server, tmp_path):
     # A registered asset fetched through the CLI from a loopback "mirror": the checksum must match the
     # real file's, so serving our random payload is rejected and nothing is left behind.

@@ -50,12 +50,14 @@ def test_cfg_job_prints_composed_config(name):
     assert printed.model._target_ and printed.trainer._target_ == "lightning.pytorch.Trainer"
 
 
+@pytest.mark.slow
 def test_unknown_top_level_key_on_command_line_is_named():
     result = run_script("train.py", "experiment=smoke", "no_such_key=1")
     assert result.returncode != 0
     assert "no_such_key" in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_wrong_type_on_command_line_is_named_before_any_work(tmp_path):
     result = run_script("train.py", "experiment=smoke", "trainer.max_epochs=ten", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 2
@@ -94,6 +96,7 @@ def test_schema_rejects_wrong_top_level_type(compose_train):
         compose_train("smoke", "seed=abc")
 
 
+@pytest.mark.slow
 def test_unknown_experiment_lists_choices():
     result = run_script("train.py", "experiment=does_not_exist")
     assert result.returncode != 0

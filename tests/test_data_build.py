@@ -135,6 +135,7 @@ def test_changed_settings_rebuild_everything(tmp_path):
     assert {p.name for p in out.glob("*.tar")} == listed  # no shard of the old plan left behind
 
 
+@pytest.mark.slow
 def test_cli_builds_shards_the_datamodule_reads(tmp_path):
     src = _source(tmp_path / "src", subjects=6, images=2, broken={"subj02_1"})
     out = tmp_path / "out"

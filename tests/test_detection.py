@@ -57,6 +57,7 @@ def _prior_index(det: FaceDetector, height: int, width: int, cx: float, cy: floa
     return index
 
 
+@pytest.mark.slow
 def test_random_detector_runs_and_returns_sorted_well_formed_detections(detector):
     gen = torch.Generator().manual_seed(1)
     image = torch.rand(3, 128, 128, generator=gen)
@@ -134,6 +135,7 @@ def test_detect_one_on_blank_image_names_the_source():
     assert best.detect_one(blank).score == pytest.approx(0.9)
 
 
+@pytest.mark.slow
 def test_weight_file_loading_and_missing_asset(tmp_path, monkeypatch, detector):
     state = {f"module.{k}": v for k, v in detector.net.state_dict().items()}
     path = tmp_path / "retinaface.pth"

@@ -68,6 +68,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
 
 
+@pytest.mark.slow
 def test_rerender_matches_the_stored_photo_inside_the_face(stored):
     model, samples = stored
     for sample in samples:
@@ -88,6 +89,7 @@ def test_rerender_matches_the_stored_photo_inside_the_face(stored):
         assert float(error.max()) < 0.5
 
 
+@pytest.mark.slow
 def test_camera_and_lights_from_meta_batch_like_single_photos(stored):
     model, samples = stored
     camera, lights = camera_from_meta([s.meta for s in samples])
@@ -102,6 +104,7 @@ def test_camera_and_lights_from_meta_batch_like_single_photos(stored):
     assert camera_from_meta(old)[0].znear == DEFAULT_ZNEAR
 
 
+@pytest.mark.slow
 def test_camera_from_meta_rejects_incomplete_or_mixed_metas(stored):
     _, samples = stored
     with pytest.raises(KeyError, match="lighting"):
@@ -114,6 +117,7 @@ def test_camera_from_meta_rejects_incomplete_or_mixed_metas(stored):
         camera_from_meta([])
 
 
+@pytest.mark.slow
 def test_background_shows_only_where_the_face_is_not(stored):
     model, samples = stored
     with torch.no_grad():
@@ -129,6 +133,7 @@ def test_background_shows_only_where_the_face_is_not(stored):
     assert torch.equal(out.radiance[~inside], torch.zeros_like(out.radiance[~inside]))
 
 
+@pytest.mark.slow
 def test_gradients_reach_every_input(stored):
     model, samples = stored
     torch.manual_seed(0)
@@ -172,6 +177,7 @@ def test_tone_map_is_the_documented_curve():
     assert torch.isfinite(x.grad).all()
 
 
+@pytest.mark.slow
 def test_scene_rejects_mismatched_batches(stored):
     model, samples = stored
     camera, lights = camera_from_meta([s.meta for s in samples[:2]])

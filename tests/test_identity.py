@@ -56,6 +56,7 @@ def _faces(batch: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return images, landmarks
 
 
+@pytest.mark.slow
 def test_embedding_is_unit_length_and_512d(arcface):
     images, landmarks = _faces(2)
     with torch.no_grad():
@@ -65,6 +66,7 @@ def test_embedding_is_unit_length_and_512d(arcface):
     assert arcface.embedding_dim == 512 and arcface.input_size == 112 and arcface.name == "arcface_ir_se50"
 
 
+@pytest.mark.slow
 def test_frozen_but_gradients_reach_input_pixels(arcface):
     assert all(not p.requires_grad for p in arcface.parameters())
     images, landmarks = _faces(2, seed=1)
@@ -80,6 +82,7 @@ def test_frozen_but_gradients_reach_input_pixels(arcface):
     assert all(p.grad is None for p in arcface.parameters())
 
 
+@pytest.mark.slow
 def test_stays_in_eval_mode_under_parent_train(arcface):
     parent = nn.ModuleDict({"id": arcface, "head": nn.Linear(512, 4)})
     parent.train()
@@ -96,6 +99,7 @@ def test_stays_in_eval_mode_under_parent_train(arcface):
     assert [p for p in parent.parameters() if p.requires_grad] == list(parent["head"].parameters())
 
 
+@pytest.mark.slow
 def test_landmark_path_equals_explicit_alignment_and_resize(arcface):
     images, landmarks = _faces(2, seed=3)
     with torch.no_grad():
@@ -113,6 +117,7 @@ def test_landmark_path_equals_explicit_alignment_and_resize(arcface):
         arcface(torch.rand(3, 112, 112))
 
 
+@pytest.mark.slow
 def test_loads_weights_from_file_with_and_without_wrappers(arcface, backbone_file, tmp_path):
     path, net = backbone_file
     crops = torch.rand(1, 3, 112, 112, generator=torch.Generator().manual_seed(4))
@@ -131,6 +136,7 @@ def test_loads_weights_from_file_with_and_without_wrappers(arcface, backbone_fil
         assert not torch.allclose(emb, random_emb, atol=1e-3)  # the file really was loaded
 
 
+@pytest.mark.slow
 def test_mismatched_weight_file_names_file_and_keys(backbone_file, tmp_path):
     path, _ = backbone_file
     state = torch.load(path, map_location="cpu", weights_only=True)
@@ -166,6 +172,7 @@ def test_missing_asset_says_how_to_fetch(monkeypatch, tmp_path):
         ArcFaceEncoder()
 
 
+@pytest.mark.slow
 def test_random_weights_log_a_warning(caplog):
     with caplog.at_level(logging.WARNING, logger="fitdiff.face.identity"):
         ArcFaceEncoder(weights="random", name="arcface_test")
@@ -191,6 +198,7 @@ class _TinyEncoder(IdentityEncoder):
         return self.net(aligned)
 
 
+@pytest.mark.slow
 def test_registry_builds_and_plugs_in_new_encoders(monkeypatch):
     monkeypatch.setattr(identity_mod, "_REGISTRY", dict(identity_mod._REGISTRY))
     assert "arcface_ir_se50" in available_identity_encoders()
@@ -211,6 +219,7 @@ def test_registry_builds_and_plugs_in_new_encoders(monkeypatch):
         build_identity_encoder("no_such_net")
 
 
+@pytest.mark.slow
 def test_hydra_target_instantiates():
     hydra_utils = pytest.importorskip("hydra.utils")
     encoder = hydra_utils.instantiate({"_target_": "fitdiff.face.identity.ArcFaceEncoder", "weights": "random"})

@@ -228,6 +228,7 @@ def test_lpips_loads_the_backbone_asset(tmp_path, monkeypatch, caplog):
 # --- layering ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_metrics_import_no_model_packages():
     code = (
         "import sys, fitdiff.metrics as m; "

@@ -69,6 +69,7 @@ def test_the_check_catches_every_spelling(source: str):
     assert not face_imports("from fitdiff.render import mesh\nfrom .. import cameras", "fitdiff.render.backends")
 
 
+@pytest.mark.slow
 def test_importing_the_renderer_loads_no_face_module():
     probe = "import sys, fitdiff.render; print(sorted(m for m in sys.modules if m.startswith('fitdiff.face')))"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,

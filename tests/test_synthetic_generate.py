@@ -147,6 +147,7 @@ def test_existing_dataset_needs_overwrite(built):
         generate_dataset(_config(out))
 
 
+@pytest.mark.slow
 def test_cli_scripts_build_and_verify(tmp_path):
     out = tmp_path / "cli"
     args = [

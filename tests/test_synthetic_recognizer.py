@@ -72,6 +72,7 @@ def trained():
     return net, history, crops, labels, config
 
 
+@pytest.mark.slow
 def test_training_decreases_the_loss_and_separates_identities(trained):
     net, history, crops, labels, _ = trained
     assert len(history) == 6 and all(math.isfinite(x) for x in history)
@@ -83,6 +84,7 @@ def test_training_decreases_the_loss_and_separates_identities(trained):
     assert verification_auc(emb.numpy(), [str(x) for x in labels]).auc > 0.9
 
 
+@pytest.mark.slow
 def test_training_is_deterministic(trained):
     net, history, crops, labels, config = trained
     again, history2 = train_recognizer(crops, labels, config)
@@ -91,6 +93,7 @@ def test_training_is_deterministic(trained):
         assert torch.equal(value, again.state_dict()[key]), key
 
 
+@pytest.mark.slow
 def test_weights_round_trip_through_safetensors_and_the_registry(trained, tmp_path):
     net = trained[0]
     path = tmp_path / "rec.safetensors"
@@ -143,6 +146,7 @@ def test_shift_images_moves_content_with_edge_replication():
     assert shift_images(batch, torch.zeros(2, 2, dtype=torch.long)) is batch
 
 
+@pytest.mark.slow
 def test_importing_the_face_toolkit_loads_no_training_code():
     import subprocess
     import sys
