@@ -152,7 +152,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     try:
         metrics: dict[str, float] = {}
         if cfg.train:
-            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt)
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
             metrics = _metrics(trainer)
             metrics.update(_validate_if_never_validated(trainer, model, datamodule))
         if cfg.test:
@@ -160,7 +160,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             best = callback.best_model_path if cfg.train and callback is not None else ""
             if cfg.train and not best:
                 log.warning("no best checkpoint recorded: testing the final weights")
-            trainer.test(model, datamodule=datamodule, ckpt_path=best or (None if cfg.train else ckpt))
+            trainer.test(model, datamodule=datamodule, ckpt_path=best or (None if cfg.train else ckpt), weights_only=True)
             metrics.update(_metrics(trainer))
     finally:
         _finish_loggers(trainer)
@@ -175,7 +175,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         raise ConfigError("evaluate needs a checkpoint: ckpt_path=/path/to/model.ckpt")
     datamodule, model, trainer = _build(cfg)
     try:
-        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt)
+        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     finally:
         _finish_loggers(trainer)
     return _metrics(trainer)

@@ -85,7 +85,7 @@ class LastCheckpoint(L.Callback):
 
     def save(self, trainer: L.Trainer) -> Path:
         """Write the trainer's state to :attr:`path` (call on every rank: it ends with a barrier)."""
-        self._write(trainer, lambda tmp: trainer.save_checkpoint(tmp))
+        self._write(trainer, lambda tmp: trainer.save_checkpoint(tmp, weights_only=False))
         return self.path
 
     def _write(self, trainer: L.Trainer, save: Any) -> None:
