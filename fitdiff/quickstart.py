@@ -10,8 +10,8 @@ so running it twice is cheap. Stages, in order:
 3. ``dataset``     — build the embedded synthetic fitted dataset in ``data/synthetic`` (200 subjects x 4
    photos, 64x64 UV maps, 128x128 photos, with its trained synthetic recognizer; about a minute), unless
    a complete one is there, and print its identity-verification ROC-AUC on held-out subjects.
-4. ``autoencoder`` — train ``experiment=quickstart_ae`` for its fixed budget of 1000 steps (about 12
-   minutes on 2 idle CPU cores; every machine stops at the same step) unless a finished run is there,
+4. ``autoencoder`` — train ``experiment=quickstart_ae`` for its fixed budget of 1000 steps (12-24
+   minutes on 2 idle CPU cores, by machine; every machine stops at the same step) unless a finished run is there,
    export its weights as safetensors and print its validation metrics.
 
 Each later stage of the method (dataset, autoencoder, diffusion, guided reconstruction, evaluation)
