@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from fitdiff.autoencoder.branched import BranchedVQAutoencoder
-from fitdiff.io import atomic_write_bytes
+from fitdiff.io import atomic_write_bytes, load_state_dict, safetensors_metadata
 
 __all__ = ["build_network", "export_safetensors", "load_autoencoder", "main"]
 
@@ -95,15 +95,11 @@ def load_autoencoder(path: str | Path, map_location: str | torch.device = "cpu",
     if not path.is_file():
         raise FileNotFoundError(f"no autoencoder weights at {path}")
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
+        metadata = safetensors_metadata(path, what="autoencoder export")
         if metadata.get("format") != FORMAT:
             raise ValueError(f"{path} is not an autoencoder export (format {metadata.get('format')!r})")
         net = build_network(json.loads(metadata["config"]))
-        net.load_state_dict(load_file(str(path), device="cpu"))
+        net.load_state_dict(load_state_dict(path, what="autoencoder export"))
     else:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         if "hyper_parameters" not in ckpt or "state_dict" not in ckpt:
