@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -23,6 +21,7 @@ from fitdiff.metrics.shape import (
     similarity_procrustes,
     vertex_rmse,
 )
+from helpers import run_script
 
 
 def _random_rotation(generator: torch.Generator, batch: int) -> torch.Tensor:
@@ -237,5 +236,5 @@ def test_metrics_import_no_model_packages():
         "(['fitdiff', 'face'], ['fitdiff', 'ldm'], ['fitdiff', 'fitting'], ['fitdiff', 'autoencoder'])]; "
         "assert not bad, bad"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    result = run_script("-c", code, timeout=600)
     assert result.returncode == 0, result.stderr

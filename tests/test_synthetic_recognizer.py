@@ -19,6 +19,7 @@ from fitdiff.synthetic.recognizer_training import (
     train_recognizer,
 )
 from fitdiff.synthetic.verification import verification_auc, verification_pairs
+from helpers import run_script
 
 
 def test_verification_pairs_cover_every_pair_once():
@@ -148,9 +149,6 @@ def test_shift_images_moves_content_with_edge_replication():
 
 @pytest.mark.slow
 def test_importing_the_face_toolkit_loads_no_training_code():
-    import subprocess
-    import sys
-
     code = (
         "import sys, fitdiff.face; "
         "bad = [m for m in sys.modules if 'recognizer_training' in m or m.startswith('fitdiff.synthetic')]; "
@@ -158,5 +156,5 @@ def test_importing_the_face_toolkit_loads_no_training_code():
         "from fitdiff.face.identity import available_identity_encoders; "
         "assert 'synthetic_recognizer' in available_identity_encoders()"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    result = run_script("-c", code, timeout=600)
     assert result.returncode == 0, result.stderr
