@@ -6,8 +6,19 @@ import numpy as np
 import pytest
 import torch
 
-from fitdiff.export import export_obj, load_obj, read_normal_map, read_texture
+from fitdiff.export import (
+    DEFAULT_SHININESS,
+    export_obj,
+    linear_to_srgb,
+    load_obj,
+    read_normal_map,
+    read_texture,
+    srgb_to_linear,
+)
 from fitdiff.face import make_procedural_shape_model
+
+# 8-bit sRGB quantisation seen in linear values: half a step times the curve's largest slope (2.28 at 1).
+_SRGB_8BIT = 0.5 / 255 * 2.3
 
 
 @pytest.fixture(scope="module")
@@ -55,11 +66,12 @@ def test_obj_round_trip(avatar: dict, tmp_path) -> None:
     assert materials["map_Kd"] == paths["diffuse"].resolve()
     assert materials["norm"] == materials["map_Bump"] == paths["normals"].resolve()
 
-    diffuse = read_texture(materials["map_Kd"])
-    np.testing.assert_allclose(diffuse, avatar["diffuse"].numpy(), atol=0.5 / 255 + 1e-6)
-    specular = read_texture(materials["map_Ks"])
+    assert data["colour_encoding"] == "srgb"
+    diffuse = read_texture(materials["map_Kd"], srgb=True)
+    np.testing.assert_allclose(diffuse, avatar["diffuse"].numpy(), atol=_SRGB_8BIT)
+    specular = read_texture(materials["map_Ks"], srgb=True)
     assert specular.shape == (1, 48, 64)
-    np.testing.assert_allclose(specular, avatar["specular"].numpy(), atol=0.5 / 255 + 1e-6)
+    np.testing.assert_allclose(specular, avatar["specular"].numpy(), atol=_SRGB_8BIT)
     normals = read_normal_map(materials["norm"])
     np.testing.assert_allclose(normals, avatar["normals"].numpy(), atol=1e-4)  # 16-bit quantisation
 
@@ -132,7 +144,40 @@ def test_third_party_reader_sees_the_obj_uv_convention(avatar: dict, tmp_path) -
     assert len(mesh.faces) == len(avatar["model"].faces)
     image = mesh.visual.material.image
     assert image is not None and image.size == (64, 48)
-    colours = trimesh.visual.color.uv_to_color(np.array([[0.1, 0.9], [0.9, 0.1]]), image)[:, :3] / 255.0
+    encoded = trimesh.visual.color.uv_to_color(np.array([[0.1, 0.9], [0.9, 0.1]]), image)[:, :3] / 255.0
+    colours = srgb_to_linear(encoded)
     # diffuse R = x (u), G = y measured from the top row, so v = 0.9 is near the top: G ~ 0.1.
     np.testing.assert_allclose(colours[:, 0], [0.1, 0.9], atol=0.03)
     np.testing.assert_allclose(colours[:, 1], [0.1, 0.9], atol=0.03)
+
+
+def test_linear_colour_encoding_writes_raw_values(avatar: dict, tmp_path) -> None:
+    paths = _export(avatar, tmp_path, colour_encoding="linear")
+    assert load_obj(paths["obj"])["colour_encoding"] == "linear"
+    np.testing.assert_allclose(
+        read_texture(paths["diffuse"]), avatar["diffuse"].numpy(), atol=0.5 / 255 + 1e-6
+    )
+    with pytest.raises(ValueError, match="colour_encoding"):
+        _export(avatar, tmp_path, colour_encoding="gamma")
+
+
+def test_srgb_curve_round_trips_and_matches_reference_points() -> None:
+    x = np.linspace(0.0, 1.0, 1001)
+    np.testing.assert_allclose(srgb_to_linear(linear_to_srgb(x)), x, atol=1e-12)
+    # IEC 61966-2-1: linear 0.0031308 sits at the junction (12.92 x); 0.5 -> 0.735357; 0.18 -> 0.461356
+    np.testing.assert_allclose(
+        linear_to_srgb(np.array([0.0031308, 0.18, 0.5])), [0.04045, 0.461356, 0.735357], atol=2e-6
+    )
+
+
+def test_shininess_matches_the_face_scene() -> None:
+    from fitdiff.face.scene import DEFAULT_SHININESS as SCENE_SHININESS
+
+    assert DEFAULT_SHININESS == SCENE_SHININESS
+
+
+def test_package_keeps_the_flat_import_path() -> None:
+    import fitdiff.export as export
+
+    for name in ("export_obj", "load_obj", "read_texture", "read_normal_map"):
+        assert callable(getattr(export, name)), name
