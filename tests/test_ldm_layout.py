@@ -160,6 +160,22 @@ def test_normalize_keeps_padding_zero_and_inverts():
     assert layout.unpack(back)[1].sub(shape + 5).abs().max() < 1e-4
 
 
+def test_stats_dict_carries_its_layout():
+    layout = LatentLayout(BRANCHES, 5, 4, 4)
+    acc = LatentStatsAccumulator(layout)
+    acc.update(layout.pack(*_data(layout, 2)))
+    stats = acc.result()
+    data = json.loads(json.dumps(stats.to_dict()))
+    assert LatentStats.from_dict(data) == stats and stats.channels == layout.channels
+    assert stats.to("cpu") is stats
+    other = LatentLayout(BRANCHES, 5, 4, 4, "flat")
+    with pytest.raises(ValueError, match="computed for"):
+        LatentStats.from_dict(data, other)
+    z = torch.randn(2, *layout.latent_shape)
+    masked = layout.apply_mask(z)
+    assert torch.equal(masked, torch.where(layout.loss_mask() > 0, z, torch.zeros(())))
+
+
 def test_stats_refuse_wrong_channels_and_empty_input():
     layout = LatentLayout(BRANCHES, 5, 4, 4)
     with pytest.raises(ValueError, match="channels"):

@@ -4,7 +4,8 @@
 mean and sum of squared deviations (M2) of the **valid** elements (loss mask 1) in float64; batches and
 accumulators merge with Chan et al.'s pairwise update, so shards can be accumulated separately (and
 resumed) and merged in a fixed order. :class:`LatentStats` is the result: ``normalize`` maps valid
-elements to ``(z - mean) / std`` and keeps padding at exactly 0. Statistics are computed over the whole
+elements to ``(z - mean) / std`` and keeps padding at exactly 0; its dict carries the layout, so it
+normalises on its own when read back from a manifest or a checkpoint. Statistics are computed over the whole
 training split by ``data_prep/encode_latents.py`` and stored in ``latents.json``; they are never taken
 from a first batch.
 """
@@ -138,15 +139,29 @@ class LatentStats:
         values = np.asarray(self.mean + self.std)
         if not np.isfinite(values).all() or min(self.std) < 0:
             raise ValueError("statistics must be finite with std >= 0")
+        object.__setattr__(self, "_cache", {})
+
+    @property
+    def channels(self) -> int:
+        """C, the packed latent's channels."""
+        return self.layout.channels
+
+    def to(self, device: torch.device | str) -> LatentStats:
+        """These statistics with their tensors ready on ``device`` (cached per device and dtype; returns self)."""
+        self._tensors(torch.empty((1, *self.layout.latent_shape), device=device, dtype=torch.float32))
+        return self
 
     def _tensors(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if z.ndim != 4 or tuple(z.shape[1:]) != self.layout.latent_shape:
             raise ValueError(f"z must be (B, {', '.join(map(str, self.layout.latent_shape))}), got {tuple(z.shape)}")
-        shape = (1, -1, 1, 1)
-        mean = torch.tensor(self.mean, dtype=torch.float64).to(z.device, z.dtype).view(shape)
-        std = torch.tensor(self.std, dtype=torch.float64).clamp(min=STD_FLOOR).to(z.device, z.dtype).view(shape)
-        mask = self.layout.loss_mask(device=z.device, dtype=torch.bool)
-        return mean, std, mask
+        cache: dict = self._cache  # type: ignore[attr-defined]
+        key = (z.device, z.dtype)
+        if key not in cache:
+            shape = (1, -1, 1, 1)
+            mean = torch.tensor(self.mean, dtype=torch.float64).to(z.device, z.dtype).view(shape)
+            std = torch.tensor(self.std, dtype=torch.float64).clamp(min=STD_FLOOR).to(z.device, z.dtype).view(shape)
+            cache[key] = (mean, std, self.layout.loss_mask(device=z.device, dtype=torch.bool))
+        return cache[key]
 
     def normalize(self, z: torch.Tensor) -> torch.Tensor:
         """Packed latent -> ``(z - mean) / std`` per channel on valid elements, exactly 0 on padding."""
@@ -159,16 +174,33 @@ class LatentStats:
         return torch.where(mask, z * std + mean, torch.zeros((), dtype=z.dtype, device=z.device))
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON form (the layout is stored beside it, not inside)."""
+        """JSON form, the layout included (so the statistics normalise on their own)."""
         return {"split": self.split, "samples": self.samples, "channels": self.layout.channels,
-                "mean": list(self.mean), "std": list(self.std), "count": list(self.count)}
+                "mean": list(self.mean), "std": list(self.std), "count": list(self.count),
+                "layout": self.layout.to_dict()}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], layout: LatentLayout | Mapping[str, Any],
+    def from_dict(cls, data: Mapping[str, Any], layout: LatentLayout | Mapping[str, Any] | None = None,
                   where: str = "latent statistics") -> LatentStats:
-        """Inverse of :meth:`to_dict`, for ``layout`` (a :class:`LatentLayout` or its dict)."""
-        if not isinstance(layout, LatentLayout):
+        """Inverse of :meth:`to_dict`.
+
+        Args:
+            data: the dict.
+            layout: the layout (object or dict); default the one inside ``data``. When both are given they
+                must be equal.
+            where: the file, for messages.
+        """
+        inner = data.get("layout")
+        if layout is None and inner is None:
+            raise ValueError(f"{where}: holds no layout and none was given")
+        if layout is not None and not isinstance(layout, LatentLayout):
             layout = LatentLayout.from_dict(layout, where=where)
+        if inner is not None:
+            stored = LatentLayout.from_dict(inner, where=where)
+            if layout is not None and stored != layout:
+                raise ValueError(f"{where}: the statistics were computed for {stored}, not {layout}")
+            layout = stored
+        assert isinstance(layout, LatentLayout)
         try:
             return cls(layout, data["mean"], data["std"], data.get("count") or (), int(data.get("samples", 0)),
                        str(data.get("split", "train")))

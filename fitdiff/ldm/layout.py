@@ -40,7 +40,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["LAYOUT_VERSION", "PACKINGS", "LatentLayout", "choose_tile"]
+__all__ = ["LAYOUT_VERSION", "PACKINGS", "LatentLayout", "LatentStats", "choose_tile"]
 
 LAYOUT_VERSION = 1
 PACKINGS: tuple[str, ...] = ("repeat", "flat")
@@ -244,6 +244,11 @@ class LatentLayout:
             shape = (first + (values - first).mean(dim=2, keepdim=True))[:, :, 0]
         return z[:, : self.map_channels], shape
 
+    def apply_mask(self, z: torch.Tensor) -> torch.Tensor:
+        """``z`` (B, C, H, W) with every padding element set to +0 (e.g. a sampled latent)."""
+        mask = self.loss_mask(device=z.device, dtype=torch.bool)
+        return torch.where(mask, z, torch.zeros((), dtype=z.dtype, device=z.device))
+
     # ------------------------------------------------------------------------------------ plain form
 
     def to_dict(self) -> dict[str, Any]:
@@ -283,3 +288,12 @@ class LatentLayout:
         parts = " | ".join(f"{n}:{c}" for n, c in self.branches)
         return (f"LatentLayout([{parts} | shape:{self.shape_channels}] x {self.height}x{self.width}, K={self.shape_dim}, "
                 f"{self.packing}{'' if self.packing == 'flat' else f' tile {self.tile[0]}x{self.tile[1]}'})")
+
+
+def __getattr__(name: str) -> Any:
+    """``LatentStats`` / ``LatentStatsAccumulator`` live in :mod:`fitdiff.ldm.latent_stats` (importable here too)."""
+    if name in ("LatentStats", "LatentStatsAccumulator"):
+        from fitdiff.ldm import latent_stats
+
+        return getattr(latent_stats, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
