@@ -61,7 +61,8 @@ def test_training_scheduler_does_not_clip_and_takes_overrides():
 
 @pytest.mark.parametrize(
     ("factory", "first", "last"),
-    [(ddim_scheduler, [981, 961], [21, 1]), (ddpm_scheduler, [999, 979], [39, 19]), (dpm_scheduler, [999, 979], [40, 20])],
+    [(ddim_scheduler, [981, 961], [21, 1]), (ddpm_scheduler, [999, 979], [39, 19]),
+     (dpm_scheduler, [999, 979], [40, 20])],
 )
 def test_preset_timesteps_at_50_steps(factory, first, last):
     scheduler = factory()

@@ -41,6 +41,7 @@ __all__ = [
     "target",
 ]
 
+Tensor = torch.Tensor
 PredictionType = Literal["epsilon", "v_prediction", "sample"]
 PREDICTION_TYPES: tuple[str, ...] = get_args(PredictionType)
 
@@ -203,16 +204,16 @@ class DiffusionObjective:
         if self.min_snr_gamma is not None and not self.min_snr_gamma > 0:
             raise ValueError(f"min_snr_gamma must be positive or None, got {self.min_snr_gamma!r}")
 
-    def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    def target(self, x0: Tensor, noise: Tensor, t: Tensor, alphas_cumprod: Tensor) -> Tensor:
         """Regression target for the network output (shape of x0)."""
         return target(self.prediction_type, x0, noise, t, alphas_cumprod)
 
-    def weight(self, t: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    def weight(self, t: Tensor, alphas_cumprod: Tensor) -> Tensor:
         """Per-sample loss weight (B,), float64: min-SNR-γ, or ones."""
         return min_snr_weight(self.prediction_type, t, alphas_cumprod, self.min_snr_gamma)
 
-    def loss(self, output: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor,
-             alphas_cumprod: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def loss(self, output: Tensor, x0: Tensor, noise: Tensor, t: Tensor,
+             alphas_cumprod: Tensor, mask: Tensor | None = None) -> Tensor:
         """Per-sample loss (B,): weight_t · mean over counted elements of (output − target)².
 
         Computed in at least float32 (bf16 / fp16 outputs are upcast). ``mask`` broadcasts to x0:
@@ -223,18 +224,18 @@ class DiffusionObjective:
         per_sample = masked_mean((output.to(dtype) - goal).square(), mask)
         return per_sample * self.weight(t, alphas_cumprod).to(device=per_sample.device, dtype=dtype)
 
-    def predict_x0(self, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    def predict_x0(self, output: Tensor, x_t: Tensor, t: Tensor, alphas_cumprod: Tensor) -> Tensor:
         """x̂0 from the network output at x_t."""
         return predict_x0(self.prediction_type, output, x_t, t, alphas_cumprod)
 
-    def predict_eps(self, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    def predict_eps(self, output: Tensor, x_t: Tensor, t: Tensor, alphas_cumprod: Tensor) -> Tensor:
         """ε̂ from the network output at x_t."""
         return predict_eps(self.prediction_type, output, x_t, t, alphas_cumprod)
 
-    def output_from_x0(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    def output_from_x0(self, x0: Tensor, x_t: Tensor, t: Tensor, alphas_cumprod: Tensor) -> Tensor:
         """The network output that would give ``x0`` at x_t."""
         return output_from_x0(self.prediction_type, x0, x_t, t, alphas_cumprod)
 
-    def output_from_eps(self, eps: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    def output_from_eps(self, eps: Tensor, x_t: Tensor, t: Tensor, alphas_cumprod: Tensor) -> Tensor:
         """The network output that would give noise ``eps`` at x_t."""
         return output_from_eps(self.prediction_type, eps, x_t, t, alphas_cumprod)
