@@ -1,5 +1,6 @@
 """Avatar export: OBJ + MTL + PNG maps, binary glTF 2.0 (.glb, PBR) and readers.
 
+- :func:`export_avatar`: one avatar in every format (the sampling CLI's writer).
 - :func:`export_obj` / :func:`load_obj`: Wavefront OBJ + MTL + PNG maps (mm, v up) and its reader.
 - :func:`export_glb`: one ``.glb`` (metres, TEXCOORD_0 t down, supplied tangents, baseColor = diffuse,
   ``KHR_materials_specular`` from the specular map, normalTexture = tangent-space normal map);
@@ -11,6 +12,7 @@ Colour maps are written sRGB-encoded in both formats (viewers decode them to the
 normal maps are linear (n + 1) / 2. Details in each module's docstring.
 """
 
+from fitdiff.export.avatar import FORMATS, MAP_KEYS, export_avatar
 from fitdiff.export.glb import pack_glb, unpack_glb
 from fitdiff.export.gltf import SPECULAR_EXTENSION, export_glb, roughness_from_shininess
 from fitdiff.export.images import linear_to_srgb, read_normal_map, read_texture, srgb_to_linear
@@ -19,7 +21,10 @@ from fitdiff.export.tangents import object_to_tangent_normals
 
 __all__ = [
     "DEFAULT_SHININESS",
+    "FORMATS",
+    "MAP_KEYS",
     "SPECULAR_EXTENSION",
+    "export_avatar",
     "export_glb",
     "export_obj",
     "linear_to_srgb",
