@@ -6,14 +6,16 @@ Writing (a dataset generator or ``data_prep/build_shards.py``)::
     with DatasetWriter(out_dir, spec, samples_per_shard=256) as writer:
         writer.write("train", FaceSample(key="s001_0", image=..., ...))
 
-Reading: ``FaceDataModule(data_dir, batch_size=...)`` yields :class:`FaceBatch` objects. The DataModule
-(and with it Lightning) is imported on first use, so the data tools start quickly.
+Reading: ``FaceDataModule(data_dir, batch_size=...)`` yields :class:`FaceBatch` objects;
+``LatentDataModule(latent_dir, autoencoder=...)`` yields :class:`LatentBatch` objects from the latent shards
+of ``data_prep/encode_latents.py`` (``latents.json``). The DataModules (and with them Lightning) are
+imported on first use, so the data tools start quickly.
 """
 
 from typing import Any
 
 from fitdiff.data.batch import FaceBatch, FaceCollate, PhotoJitter
-from fitdiff.data.errors import DataError, ManifestError, SampleError, ShardError
+from fitdiff.data.errors import AutoencoderMismatchError, DataError, ManifestError, SampleError, ShardError
 from fitdiff.data.fields import (
     AUTOENCODER_FIELDS,
     DIFFUSION_FIELDS,
@@ -24,6 +26,25 @@ from fitdiff.data.fields import (
 )
 from fitdiff.data.folder import FolderDataset, find_sample_folders, read_folder_members, write_sample_folder
 from fitdiff.data.landmarks import five_point_landmarks
+from fitdiff.data.latent_manifest import (
+    LATENT_FORMAT,
+    LATENT_MANIFEST_NAME,
+    LATENT_SCHEMA_VERSION,
+    LatentManifest,
+    load_latent_manifest,
+)
+from fitdiff.data.latents import (
+    DEFAULT_LATENT_FIELDS,
+    LATENT_DTYPES,
+    LATENT_FIELDS,
+    LATENT_MEMBERS,
+    LatentBatch,
+    LatentCollate,
+    LatentSample,
+    LatentShardStream,
+    decode_latent_sample,
+    encode_latent_sample,
+)
 from fitdiff.data.manifest import (
     MANIFEST_NAME,
     SCHEMA_VERSION,
@@ -52,6 +73,8 @@ from fitdiff.data.writer import DatasetWriter, ShardInfo, ShardWriter, dataset_s
 
 __all__ = [
     "AUTOENCODER_FIELDS",
+    "AutoencoderMismatchError",
+    "DEFAULT_LATENT_FIELDS",
     "DIFFUSION_FIELDS",
     "RECONSTRUCTION_FIELDS",
     "REFLECTANCE_MAPS",
@@ -65,6 +88,18 @@ __all__ = [
     "FaceDataModule",
     "FaceSample",
     "FolderDataset",
+    "LATENT_DTYPES",
+    "LATENT_FIELDS",
+    "LATENT_FORMAT",
+    "LATENT_MANIFEST_NAME",
+    "LATENT_MEMBERS",
+    "LATENT_SCHEMA_VERSION",
+    "LatentBatch",
+    "LatentCollate",
+    "LatentDataModule",
+    "LatentManifest",
+    "LatentSample",
+    "LatentShardStream",
     "MANIFEST_NAME",
     "MEMBERS",
     "Manifest",
@@ -77,15 +112,19 @@ __all__ = [
     "SampleSpec",
     "ShardEntry",
     "ShardError",
+    "ShardDataModule",
     "ShardInfo",
     "ShardStream",
     "ShardWriter",
     "check_key",
     "dataset_statistics",
+    "decode_latent_sample",
     "decode_sample",
+    "encode_latent_sample",
     "encode_sample",
     "find_sample_folders",
     "five_point_landmarks",
+    "load_latent_manifest",
     "load_manifest",
     "make_key",
     "random_sample",
@@ -102,7 +141,7 @@ __all__ = [
     "write_sample_folder",
 ]
 
-_LAZY = {"FaceDataModule", "resolve_rank"}
+_LAZY = {"FaceDataModule", "ShardDataModule", "resolve_rank"}
 
 
 def __getattr__(name: str) -> Any:
@@ -110,4 +149,8 @@ def __getattr__(name: str) -> Any:
         from fitdiff.data import datamodule
 
         return getattr(datamodule, name)
+    if name == "LatentDataModule":
+        from fitdiff.data.latent_datamodule import LatentDataModule
+
+        return LatentDataModule
     raise AttributeError(f"module 'fitdiff.data' has no attribute {name!r}")

@@ -15,8 +15,9 @@ import logging
 import math
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -28,7 +29,7 @@ from fitdiff.data.sample import FIELDS
 from fitdiff.data.stream import ShardStream
 from fitdiff.data.validation import SampleSpec
 
-__all__ = ["FaceDataModule", "resolve_rank"]
+__all__ = ["FaceDataModule", "ShardDataModule", "resolve_rank"]
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,167 @@ class _SampleSplitStream(ShardStream):
                     yield raw
 
 
-class FaceDataModule(L.LightningDataModule):
+class ShardDataModule(L.LightningDataModule):
+    """What every shard DataModule shares: manifest check at setup, per-rank streams, epoch-sized loaders.
+
+    A subclass provides :meth:`_load_manifest` (an object with ``shards_for(split)``, ``counts`` and
+    ``check(folder, verify_checksums=, splits=)``), :meth:`_stream_options` (keyword arguments of its
+    streams), :meth:`_collate` and, for samples other than :class:`FaceSample`, the three stream classes
+    (:attr:`eval_stream`, :attr:`sample_split_stream`, :attr:`train_stream`).
+
+    Args: as :class:`FaceDataModule` (``data_dir`` to ``verify_checksums``, ``pin_memory`` to
+    ``world_size``).
+    """
+
+    eval_stream: type[ShardStream] = ShardStream
+    sample_split_stream: type[ShardStream] = _SampleSplitStream
+    train_stream: type[_SizedShardStream] = _SizedShardStream
+
+    def __init__(
+        self,
+        data_dir: str,
+        batch_size: int = 8,
+        val_batch_size: int | None = None,
+        num_workers: int = 0,
+        shuffle_buffer: int = 1000,
+        steps_per_epoch: int | None = None,
+        seed: int | None = None,
+        verify_checksums: bool = False,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = True,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.data_dir = Path(data_dir)
+        self.batch_size = int(batch_size)
+        self.val_batch_size = int(val_batch_size or batch_size)
+        self.num_workers = int(num_workers)
+        if self.batch_size < 1 or self.num_workers < 0:
+            raise ValueError("batch_size must be >= 1 and num_workers >= 0")
+        self.shuffle_buffer = int(shuffle_buffer)
+        self.requested_steps = steps_per_epoch
+        self.seed = int(seed) if seed is not None else random.SystemRandom().randrange(2**31)
+        self.verify_checksums = verify_checksums
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
+        self.persistent_workers = persistent_workers
+        self._rank_override = (rank, world_size)
+        self.manifest: Any = None
+        self.rank, self.world_size = 0, 1
+        self.streams: dict[str, ShardStream] = {}
+        self.steps_per_epoch = 0
+
+    # ----------------------------------------------------------------------------------------- hooks
+
+    def _load_manifest(self) -> Any:
+        raise NotImplementedError
+
+    def _stream_options(self) -> dict[str, Any]:
+        return {}
+
+    def _collate(self, train: bool) -> Callable[[list], Any]:
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------------------------------- setup
+
+    def _resolve_rank(self) -> tuple[int, int]:
+        rank, world = self._rank_override
+        if rank is not None or world is not None:
+            if rank is None or world is None:
+                raise ValueError("pass both rank and world_size, or neither")
+            return int(rank), int(world)
+        return resolve_rank(getattr(self, "trainer", None))
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load and check the manifest, then build the streams ``stage`` needs (all when ``None``)."""
+        splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}.get(
+            stage or "", ("train", "val", "test")
+        )
+        self.manifest = self._load_manifest()
+        self.manifest.check(self.data_dir, verify_checksums=self.verify_checksums, splits=splits)
+        self.rank, self.world_size = self._resolve_rank()
+        for split in splits:
+            self.streams[split] = self._stream(split)
+
+    def _stream(self, split: str) -> ShardStream:
+        assert self.manifest is not None
+        entries = [e for e in self.manifest.shards_for(split) if e.samples > 0]
+        paths = [str(self.data_dir / e.name) for e in entries]
+        counts = [e.samples for e in entries]
+        common = dict(counts=counts, rank=self.rank, world_size=self.world_size, **self._stream_options())
+        if split != "train":
+            if not entries:
+                log.info("%s: the manifest lists no %s samples", self.data_dir, split)
+            elif len(entries) < self.world_size:
+                log.info("%s: %d %s shard(s) for %d ranks: the ranks split the samples instead of the shards",
+                         self.data_dir, len(entries), split, self.world_size)
+                return self.sample_split_stream(paths, train=False, **common)
+            return self.eval_stream(paths, train=False, **common)
+        if not entries:
+            raise ValueError(f"{self.data_dir}: the manifest lists no training samples")
+        if len(entries) < self.world_size:
+            log.warning("%d training shard(s) for %d ranks: every rank resamples all of them", len(entries),
+                        self.world_size)
+        workers = max(1, self.num_workers)
+        total = self.manifest.counts["train"]
+        steps = self.requested_steps or math.ceil(total / (self.batch_size * self.world_size))
+        per_worker = math.ceil(max(1, steps) / workers)
+        self.steps_per_epoch = per_worker * workers
+        if self.requested_steps and self.steps_per_epoch != self.requested_steps:
+            log.info("steps_per_epoch %d rounded up to %d (a multiple of %d workers)", self.requested_steps,
+                     self.steps_per_epoch, workers)
+        return self.train_stream(
+            paths, train=True, samples_per_worker=per_worker * self.batch_size, shuffle_buffer=self.shuffle_buffer,
+            seed=self.seed, length=self.steps_per_epoch * self.batch_size, **common,
+        )
+
+    # ----------------------------------------------------------------------------------------- loaders
+
+    def _loader_kwargs(self, workers: int) -> dict:
+        return dict(
+            num_workers=workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers and workers > 0,
+        )
+
+    def _get(self, split: str) -> ShardStream:
+        if split not in self.streams:
+            raise RuntimeError(f"no {split} stream: call setup() with the matching stage first")
+        return self.streams[split]
+
+    def train_dataloader(self) -> DataLoader:
+        """Infinite-resampled training loader: exactly :attr:`steps_per_epoch` batches per epoch and rank."""
+        stream = self._get("train")
+        return _EpochLoader(
+            stream, batch_size=self.batch_size, drop_last=True,
+            collate_fn=self._collate(True), **self._loader_kwargs(self.num_workers),
+        )
+
+    def _eval_loader(self, split: str) -> DataLoader | list:
+        stream = self._get(split)
+        n_shards = len(stream.rank_shards())
+        if n_shards == 0:
+            return []
+        workers = min(self.num_workers, n_shards)  # more workers than shards would idle
+        return DataLoader(
+            stream, batch_size=self.val_batch_size, drop_last=False,
+            collate_fn=self._collate(False), **self._loader_kwargs(workers),
+        )
+
+    def val_dataloader(self) -> DataLoader | list:
+        """Validation loader: every sample of this rank's share of the val split once, in a fixed order."""
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader | list:
+        """Test loader: every sample of this rank's share of the test split once, in a fixed order."""
+        return self._eval_loader("test")
+
+    def predict_dataloader(self) -> DataLoader | list:
+        """The test split, as for :meth:`test_dataloader`."""
+        return self._eval_loader("test")
+
+
+class FaceDataModule(ShardDataModule):
     """Face shards (made by ``data_prep/build_shards.py`` or ``make_synthetic.py``) for training.
 
     Batches are :class:`fitdiff.data.FaceBatch`.
@@ -141,32 +302,15 @@ class FaceDataModule(L.LightningDataModule):
         rank: int | None = None,
         world_size: int | None = None,
     ) -> None:
-        super().__init__()
-        self.data_dir = Path(data_dir)
-        self.batch_size = int(batch_size)
-        self.val_batch_size = int(val_batch_size or batch_size)
-        self.num_workers = int(num_workers)
+        super().__init__(data_dir, batch_size, val_batch_size, num_workers, shuffle_buffer, steps_per_epoch, seed,
+                         verify_checksums, pin_memory, persistent_workers, rank, world_size)
         self.fields = tuple(FIELDS if fields is None else fields)
         unknown = [f for f in self.fields if f not in FIELDS]
         if unknown:
             raise ValueError(f"unknown field(s) {', '.join(unknown)}; fields: {', '.join(FIELDS)}")
-        if self.batch_size < 1 or self.num_workers < 0:
-            raise ValueError("batch_size must be >= 1 and num_workers >= 0")
-        self.shuffle_buffer = int(shuffle_buffer)
-        self.requested_steps = steps_per_epoch
-        self.seed = int(seed) if seed is not None else random.SystemRandom().randrange(2**31)
         self.validate_samples = validate_samples
-        self.verify_checksums = verify_checksums
         self.jitter = PhotoJitter(jitter_brightness, jitter_contrast, jitter_saturation, jitter_hue)
-        self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
-        self.persistent_workers = persistent_workers
-        self._rank_override = (rank, world_size)
         self.manifest: Manifest | None = None
-        self.rank, self.world_size = 0, 1
-        self.streams: dict[str, ShardStream] = {}
-        self.steps_per_epoch = 0
-
-    # ----------------------------------------------------------------------------------------- setup
 
     @property
     def spec(self) -> SampleSpec:
@@ -175,99 +319,12 @@ class FaceDataModule(L.LightningDataModule):
             raise RuntimeError("FaceDataModule.setup() has not run yet")
         return self.manifest.spec
 
-    def _resolve_rank(self) -> tuple[int, int]:
-        rank, world = self._rank_override
-        if rank is not None or world is not None:
-            if rank is None or world is None:
-                raise ValueError("pass both rank and world_size, or neither")
-            return int(rank), int(world)
-        return resolve_rank(getattr(self, "trainer", None))
+    def _load_manifest(self) -> Manifest:
+        return load_manifest(self.data_dir)
 
-    def setup(self, stage: str | None = None) -> None:
-        """Load and check the manifest, then build the streams ``stage`` needs (all when ``None``)."""
-        splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}.get(
-            stage or "", ("train", "val", "test")
-        )
-        self.manifest = load_manifest(self.data_dir)
-        self.manifest.check(self.data_dir, verify_checksums=self.verify_checksums, splits=splits)
-        self.rank, self.world_size = self._resolve_rank()
-        for split in splits:
-            self.streams[split] = self._stream(split)
-
-    def _stream(self, split: str) -> ShardStream:
+    def _stream_options(self) -> dict[str, Any]:
         assert self.manifest is not None
-        entries = [e for e in self.manifest.shards_for(split) if e.samples > 0]
-        paths = [str(self.data_dir / e.name) for e in entries]
-        counts = [e.samples for e in entries]
-        common = dict(counts=counts, spec=self.manifest.spec, fields=self.fields, rank=self.rank,
-                      world_size=self.world_size, validate=self.validate_samples)
-        if split != "train":
-            if not entries:
-                log.info("%s: the manifest lists no %s samples", self.data_dir, split)
-            elif len(entries) < self.world_size:
-                log.info("%s: %d %s shard(s) for %d ranks: the ranks split the samples instead of the shards",
-                         self.data_dir, len(entries), split, self.world_size)
-                return _SampleSplitStream(paths, train=False, **common)
-            return ShardStream(paths, train=False, **common)
-        if not entries:
-            raise ValueError(f"{self.data_dir}: the manifest lists no training samples")
-        if len(entries) < self.world_size:
-            log.warning("%d training shard(s) for %d ranks: every rank resamples all of them", len(entries),
-                        self.world_size)
-        workers = max(1, self.num_workers)
-        total = self.manifest.counts["train"]
-        steps = self.requested_steps or math.ceil(total / (self.batch_size * self.world_size))
-        per_worker = math.ceil(max(1, steps) / workers)
-        self.steps_per_epoch = per_worker * workers
-        if self.requested_steps and self.steps_per_epoch != self.requested_steps:
-            log.info("steps_per_epoch %d rounded up to %d (a multiple of %d workers)", self.requested_steps,
-                     self.steps_per_epoch, workers)
-        return _SizedShardStream(
-            paths, train=True, samples_per_worker=per_worker * self.batch_size, shuffle_buffer=self.shuffle_buffer,
-            seed=self.seed, length=self.steps_per_epoch * self.batch_size, **common,
-        )
+        return dict(spec=self.manifest.spec, fields=self.fields, validate=self.validate_samples)
 
-    # ----------------------------------------------------------------------------------------- loaders
-
-    def _loader_kwargs(self, workers: int) -> dict:
-        return dict(
-            num_workers=workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers and workers > 0,
-        )
-
-    def _get(self, split: str) -> ShardStream:
-        if split not in self.streams:
-            raise RuntimeError(f"no {split} stream: call setup() with the matching stage first")
-        return self.streams[split]
-
-    def train_dataloader(self) -> DataLoader:
-        """Infinite-resampled training loader: exactly :attr:`steps_per_epoch` batches per epoch and rank."""
-        stream = self._get("train")
-        return _EpochLoader(
-            stream, batch_size=self.batch_size, drop_last=True,
-            collate_fn=FaceCollate(self.fields, self.jitter), **self._loader_kwargs(self.num_workers),
-        )
-
-    def _eval_loader(self, split: str) -> DataLoader | list:
-        stream = self._get(split)
-        n_shards = len(stream.rank_shards())
-        if n_shards == 0:
-            return []
-        workers = min(self.num_workers, n_shards)  # more workers than shards would idle
-        return DataLoader(
-            stream, batch_size=self.val_batch_size, drop_last=False,
-            collate_fn=FaceCollate(self.fields), **self._loader_kwargs(workers),
-        )
-
-    def val_dataloader(self) -> DataLoader | list:
-        """Validation loader: every sample of this rank's share of the val split once, in a fixed order."""
-        return self._eval_loader("val")
-
-    def test_dataloader(self) -> DataLoader | list:
-        """Test loader: every sample of this rank's share of the test split once, in a fixed order."""
-        return self._eval_loader("test")
-
-    def predict_dataloader(self) -> DataLoader | list:
-        """The test split, as for :meth:`test_dataloader`."""
-        return self._eval_loader("test")
+    def _collate(self, train: bool) -> FaceCollate:
+        return FaceCollate(self.fields, self.jitter if train else None)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["DataError", "SampleError", "ShardError", "ManifestError"]
+__all__ = ["DataError", "SampleError", "ShardError", "ManifestError", "AutoencoderMismatchError"]
 
 
 class DataError(ValueError):
@@ -52,3 +52,7 @@ class ShardError(DataError):
 
 class ManifestError(DataError):
     """``manifest.json`` is missing, malformed, of another schema version, or disagrees with the shards."""
+
+
+class AutoencoderMismatchError(ManifestError):
+    """Latent shards were made by another autoencoder than the configured one (both hashes in the message)."""

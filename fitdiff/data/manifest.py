@@ -38,6 +38,7 @@ __all__ = [
     "write_manifest",
     "load_manifest",
     "shard_name",
+    "check_shard_files",
 ]
 
 SCHEMA_VERSION = 1
@@ -164,21 +165,33 @@ class Manifest:
         Raises:
             ManifestError: naming the first shard that is missing, of the wrong size or checksum.
         """
-        directory = Path(directory)
-        wanted = set(SPLITS if splits is None else splits)
-        for entry in self.shards:
-            if entry.split not in wanted:
-                continue
-            path = directory / entry.name
-            if not path.is_file():
-                raise ManifestError(f"shard {path} is listed in {directory / MANIFEST_NAME} but does not exist")
-            size = path.stat().st_size
-            if size != entry.bytes:
-                raise ManifestError(f"shard {path}: {size} bytes on disk, manifest says {entry.bytes}")
-            if verify_checksums:
-                digest = sha256_file(path)
-                if digest != entry.sha256:
-                    raise ManifestError(f"shard {path}: sha256 {digest} does not match the manifest's {entry.sha256}")
+        check_shard_files(directory, self.shards, MANIFEST_NAME, verify_checksums=verify_checksums, splits=splits)
+
+
+def check_shard_files(
+    directory: str | Path, shards: Iterable[ShardEntry], manifest_name: str, *, verify_checksums: bool = False,
+    splits: Iterable[str] | None = None,
+) -> None:
+    """Check that the ``shards`` listed in ``directory/manifest_name`` exist with their size (and sha256).
+
+    Raises:
+        ManifestError: naming the first shard that is missing, of the wrong size or checksum.
+    """
+    directory = Path(directory)
+    wanted = set(SPLITS if splits is None else splits)
+    for entry in shards:
+        if entry.split not in wanted:
+            continue
+        path = directory / entry.name
+        if not path.is_file():
+            raise ManifestError(f"shard {path} is listed in {directory / manifest_name} but does not exist")
+        size = path.stat().st_size
+        if size != entry.bytes:
+            raise ManifestError(f"shard {path}: {size} bytes on disk, manifest says {entry.bytes}")
+        if verify_checksums:
+            digest = sha256_file(path)
+            if digest != entry.sha256:
+                raise ManifestError(f"shard {path}: sha256 {digest} does not match the manifest's {entry.sha256}")
 
 
 def _split_rank(split: str) -> int:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -33,29 +33,37 @@ log = logging.getLogger(__name__)
 
 
 class _SelectMembers:
-    """Tar member filter keeping only the members of the requested fields (the rest is skipped unread)."""
+    """Tar member filter keeping only the members with the given suffixes (the rest is skipped unread)."""
 
-    def __init__(self, fields: tuple[str, ...]) -> None:
-        self.suffixes = frozenset(MEMBERS[f] for f in fields)
+    def __init__(self, suffixes: Iterable[str]) -> None:
+        self.suffixes = frozenset(s.lower() for s in suffixes)
 
     def __call__(self, fname: str) -> bool:
         base = fname.rsplit("/", 1)[-1]
         return base.partition(".")[2].lower() in self.suffixes
 
 
-def read_shard(path: str, fields: tuple[str, ...] | None = None, expected: int | None = None) -> Iterator[dict]:
+def read_shard(
+    path: str, fields: tuple[str, ...] | None = None, expected: int | None = None, *,
+    members: Iterable[str] | None = None,
+) -> Iterator[dict]:
     """Raw samples (``{"__key__", "__url__", "<member>": bytes}``) of one tar shard, in file order.
 
     Args:
         path: shard file.
-        fields: only read the members of these fields (default: every member, unknown ones included).
+        fields: only read the members of these face-sample fields (default: every member, unknown ones
+            included).
         expected: the manifest's sample count; a complete read that finds another number raises.
+        members: only read the members with these suffixes (``"latent.npy"``; instead of ``fields``).
 
     Raises:
         ShardError: the file is missing, not a tar archive, truncated, or holds ``expected`` != samples
             found; the message names the shard and the last good sample key.
     """
-    select = None if fields is None else _SelectMembers(tuple(fields))
+    if fields is not None and members is not None:
+        raise ValueError("pass fields or members, not both")
+    suffixes = members if members is not None else None if fields is None else (MEMBERS[f] for f in fields)
+    select = None if suffixes is None else _SelectMembers(suffixes)
     last_key: str | None = None
     count = 0
     try:
