@@ -341,7 +341,7 @@ def test_export_glb_rejects_bad_inputs(avatar: dict, tmp_path) -> None:
     with pytest.raises(ValueError, match="normal_space"):
         export_glb(tmp_path, *args, avatar["normals"], normal_space="world")
     with pytest.raises(ValueError, match="normals"):
-        export_glb(tmp_path, *args, torch.zeros(3, 4, 4))
+        export_glb(tmp_path, *args, torch.zeros(2, 4, 4))
     with pytest.raises(ValueError, match="roughness"):
         export_glb(tmp_path, *args, avatar["normals"], roughness=1.5)
     with pytest.raises(ValueError, match="name"):
@@ -359,3 +359,19 @@ def test_roughness_from_shininess() -> None:
     assert roughness_from_shininess(1e6) < 0.05 and roughness_from_shininess(0.01) > 0.99
     with pytest.raises(ValueError):
         roughness_from_shininess(0.0)
+
+
+def test_zero_normals_become_flat(avatar: dict, tmp_path, caplog) -> None:
+    model = avatar["model"]
+    normals = avatar["normals"].clone()
+    normals[:, :4] = 0.0  # e.g. texels no triangle uses
+    path = export_glb(
+        tmp_path, avatar["vertices"], model.faces, model.uvs, model.uv_faces, avatar["diffuse"],
+        avatar["specular"], normals,
+    )  # fmt: skip
+    assert "zero vectors replaced" in caplog.text
+    doc, binary = _parse_glb(path.read_bytes())
+    image = _image(doc, binary, doc["materials"][0]["normalTexture"]["index"]) * 2.0 - 1.0
+    np.testing.assert_allclose(
+        image[:, :4], np.broadcast_to([[[0.0]], [[0.0]], [[1.0]]], (3, 4, 64)), atol=1 / 255
+    )

@@ -5,6 +5,7 @@ Every check raises before anything is written, with a message naming the argumen
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ import numpy as np
 import torch
 
 __all__ = ["AvatarMesh", "AvatarMaps", "as_numpy", "check_mesh", "check_maps", "check_name", "resolve_target"]
+
+logger = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
@@ -99,7 +102,8 @@ def check_mesh(vertices: Any, faces: Any, uvs: Any, uv_faces: Any | None = None)
 
 
 def check_maps(diffuse: Any, specular: Any, normals: Any) -> AvatarMaps:
-    """Convert and check the three maps; normals are renormalised to unit length."""
+    """Convert and check the three maps; normals are renormalised to unit length, and (near-)zero normals
+    become +z (flat in tangent space) with a warning."""
     maps = {
         "diffuse": as_numpy(diffuse, "diffuse", np.float64),
         "specular": as_numpy(specular, "specular", np.float64),
@@ -108,10 +112,14 @@ def check_maps(diffuse: Any, specular: Any, normals: Any) -> AvatarMaps:
     _check_image(maps["diffuse"], "diffuse", (3,))
     _check_image(maps["specular"], "specular", (1, 3))
     _check_image(maps["normals"], "normals", (3,))
-    length = np.linalg.norm(maps["normals"], axis=0, keepdims=True)
-    if np.any(length < 1e-6):
-        raise ValueError("normals contains (near-)zero vectors; expected unit normals in [-1, 1]")
-    return AvatarMaps(maps["diffuse"], maps["specular"], maps["normals"] / length)
+    normals = maps["normals"]
+    length = np.linalg.norm(normals, axis=0, keepdims=True)
+    degenerate = length[0] < 1e-6
+    if degenerate.any():  # e.g. texels outside the UV charts: use the flat tangent-space normal
+        logger.warning("normals: %d (near-)zero vectors replaced by +z", int(degenerate.sum()))
+        normals = np.where(degenerate[None], np.array([0.0, 0.0, 1.0])[:, None, None], normals)
+        length = np.where(degenerate[None], 1.0, length)
+    return AvatarMaps(maps["diffuse"], maps["specular"], normals / length)
 
 
 def check_name(base: str) -> str:
