@@ -178,9 +178,27 @@ def test_gradient_guidance_through_the_hook_pulls_samples_to_a_target():
     def guide(state: StepState):
         loss = (state.pred_x0 - goal).square().sum()
         (grad,) = torch.autograd.grad(loss, state.x_t)
-        return state.output_from_eps(state.pred_eps.detach() + 0.2 * (1 - state.alpha_bar_t) ** 0.5 * grad)
+        return state.output_from_eps(state.pred_eps.detach() + 1.0 * (1 - state.alpha_bar_t) ** 0.5 * grad)
 
     guide.needs_grad = True
+    sampler = Sampler(ddim_scheduler(), 20)
+    free = sampler.sample(gaussian_eps, SHAPE, _gen(3)).x0
+    guided = sampler.sample(gaussian_eps, SHAPE, _gen(3), hook=guide).x0
+    assert (guided - goal).abs().mean() < 0.5 * (free - goal).abs().mean()
+
+
+def test_x0_guidance_without_the_denoiser_graph_pulls_samples_to_a_target():
+    """The ``x0`` rule of docs/DESIGN.md §6: a gradient step on x0_hat alone, the output recomputed."""
+    goal = torch.full(SHAPE, 3.0)
+
+    def guide(state: StepState):
+        assert not state.output.requires_grad
+        with torch.enable_grad():
+            x0 = state.pred_x0.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad((x0 - goal).square().sum(), x0)
+        step = 1.0 * grad / grad.square().mean().sqrt()
+        return state.output_from_x0(state.pred_x0 - step)
+
     sampler = Sampler(ddim_scheduler(), 20)
     free = sampler.sample(gaussian_eps, SHAPE, _gen(3)).x0
     guided = sampler.sample(gaussian_eps, SHAPE, _gen(3), hook=guide).x0

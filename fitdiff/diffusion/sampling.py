@@ -5,7 +5,8 @@ Per step i with timestep t the loop computes ``output = model_fn(x_t, t)``, the 
 ``scheduler.step``. This is the seam of guided reconstruction (docs/DESIGN.md §6): the ``eps`` rule
 differentiates a loss on x̂0 through the denoiser to x_t (a hook with ``needs_grad = True``: the model
 is then called with x_t requiring grad, under ``torch.enable_grad()``), the ``x0`` rule changes x̂0 and
-returns :meth:`StepState.output_from_x0`.
+returns :meth:`StepState.output_from_x0` (a hook without ``needs_grad`` runs under ``torch.no_grad()``;
+it opens ``torch.enable_grad()`` itself for a gradient with respect to x̂0 alone).
 
 The scheduler's ``prediction_type`` is set from the argument of :meth:`Sampler.sample` on a deep copy
 (the model's objective decides it, the sampler presets do not repeat it); the configured scheduler is
