@@ -6,6 +6,9 @@ with ``steps_per_epoch``). Validation / test: every sample of the rank's shards 
 with fewer shards than ranks every rank reads all shards and keeps every ``world_size``-th sample, so
 that no rank is left without data (a rank with no batches would stall the others' metric reductions).
 
+The rank, epoch and loader plumbing is :class:`ShardDataModule`, shared with the latent-shard
+DataModule (:mod:`fitdiff.data.latent_datamodule`).
+
 Hydra: ``experiments/data/shards.yaml`` (``_target_: fitdiff.data.FaceDataModule``).
 """
 

@@ -40,7 +40,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["LAYOUT_VERSION", "PACKINGS", "LatentLayout", "LatentStats", "choose_tile"]
+__all__ = ["LAYOUT_VERSION", "PACKINGS", "LatentLayout", "choose_tile"]
 
 LAYOUT_VERSION = 1
 PACKINGS: tuple[str, ...] = ("repeat", "flat")
