@@ -24,7 +24,7 @@ from fitdiff.data import (
 )
 from fitdiff.io import sha256_file
 from fitdiff.ldm import encode as encode_module
-from fitdiff.ldm.encode import PROGRESS_NAME, encode_latents
+from fitdiff.ldm.encode import PROGRESS_NAME, encode_latents, latent_statistics
 from fitdiff.ldm.latent_stats import LatentStats
 from fitdiff.ldm.layout import LatentLayout
 from helpers import run_script
@@ -108,6 +108,12 @@ def test_end_to_end_latents_manifest_and_statistics(tmp_path, faces, ae):
         values = everything[:, c][:, mask[c]]
         assert stats.mean[c] == pytest.approx(values.mean(), rel=1e-9, abs=1e-12)
         assert stats.std[c] == pytest.approx(values.std(), rel=1e-9)
+
+
+def test_on_the_fly_statistics_equal_the_manifest(tmp_path, faces, ae):
+    _encode(ae, faces, tmp_path / "lat")
+    stats = latent_statistics(load_autoencoder(ae), faces, batch_size=3, progress=False)
+    assert stats == LatentStats.from_dict(load_latent_manifest(tmp_path / "lat").statistics)
 
 
 def test_output_is_deterministic_and_resumes_after_an_interruption(tmp_path, faces, ae, monkeypatch):

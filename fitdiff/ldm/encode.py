@@ -40,10 +40,10 @@ from fitdiff.data.stream import read_shard
 from fitdiff.data.validation import validate_sample
 from fitdiff.data.writer import ShardWriter
 from fitdiff.io import atomic_write_text, sha256_file
-from fitdiff.ldm.latent_stats import LatentStatsAccumulator
+from fitdiff.ldm.latent_stats import LatentStats, LatentStatsAccumulator
 from fitdiff.ldm.layout import LatentLayout
 
-__all__ = ["PROGRESS_NAME", "EncodeReport", "encode_latents", "resolve_device"]
+__all__ = ["PROGRESS_NAME", "EncodeReport", "encode_latents", "latent_statistics", "resolve_device"]
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,23 @@ def _batches(path: Path, entry: ShardEntry, fields: tuple[str, ...], spec, valid
         yield batch
 
 
+def _shard_latents(
+    net: torch.nn.Module, path: Path, entry: ShardEntry, *, spec, fields: tuple[str, ...], batch_size: int,
+    device: torch.device, dtype: np.dtype, validate: bool,
+) -> Iterator[tuple[list[FaceSample], torch.Tensor, np.ndarray]]:
+    """(samples, their (B, K) shape coefficients, their (B, Cm, H, W) latents as stored) per batch of a shard."""
+    collate = FaceCollate(fields)
+    for samples in _batches(path, entry, fields, spec, validate, batch_size):
+        batch = collate(samples)
+        with torch.inference_mode():
+            z = net.encode(batch.to(device)).float().cpu()
+        stored = z.numpy().astype(dtype)
+        if not np.isfinite(stored).all():
+            bad = samples[int(np.flatnonzero(~np.isfinite(stored).reshape(len(samples), -1).all(1))[0])].key
+            raise SampleError(f"the autoencoder's latent is not finite (as {dtype.name})", shard=entry.name, key=bad)
+        yield samples, batch.shape, stored
+
+
 def _encode_shard(
     net: torch.nn.Module, layout: LatentLayout, src: Path, entry: ShardEntry, out: Path, index: int, *,
     spec, fields: tuple[str, ...], batch_size: int, device: torch.device, dtype: np.dtype, validate: bool,
@@ -115,18 +132,12 @@ def _encode_shard(
     name = shard_name(entry.split, index)
     (out / name).unlink(missing_ok=True)
     stats = LatentStatsAccumulator(layout)
-    collate = FaceCollate(fields)
     with ShardWriter(out, entry.split, max(1, entry.samples), start_index=index) as writer:
-        for samples in _batches(src / entry.name, entry, fields, spec, validate, batch_size):
-            batch = collate(samples)
-            with torch.inference_mode():
-                z = net.encode(batch.to(device)).float().cpu()
-            stored = z.numpy().astype(dtype)
-            if not np.isfinite(stored).all():
-                bad = samples[int(np.flatnonzero(~np.isfinite(stored).reshape(len(samples), -1).all(1))[0])].key
-                raise SampleError(f"the autoencoder's latent is not finite (as {dtype.name})", shard=entry.name, key=bad)
+        for samples, shape, stored in _shard_latents(net, src / entry.name, entry, spec=spec, fields=fields,
+                                                     batch_size=batch_size, device=device, dtype=dtype,
+                                                     validate=validate):
             if entry.split == "train":
-                stats.update(layout.pack(torch.from_numpy(stored).double(), batch.shape.double()))
+                stats.update(layout.pack(torch.from_numpy(stored).double(), shape.double()))
             for i, sample in enumerate(samples):
                 writer.write_encoded({
                     "__key__": sample.key,
@@ -272,3 +283,62 @@ def encode_latents(
     log.info("%s: %s latents in %d shards (%d written, %d kept)", out, manifest.counts, len(shards), len(written),
              len(kept))
     return EncodeReport(manifest, written, kept)
+
+
+def latent_statistics(
+    autoencoder: torch.nn.Module | str | Path,
+    data: str | Path,
+    *,
+    packing: str = "repeat",
+    split: str = "train",
+    batch_size: int = 32,
+    device: str | torch.device | None = "auto",
+    validate: bool = False,
+    progress: bool = True,
+) -> LatentStats:
+    """Packed-latent statistics of a face-shard split, encoded on the fly (nothing is written).
+
+    For training on face shards with on-the-fly encoding when no ``latents.json`` of the same
+    autoencoder exists: the same accumulation as :func:`encode_latents` (shard by shard, merged in shard
+    order), so the result equals the manifest's statistics for the same batch size and device.
+
+    Args:
+        autoencoder: the frozen network (its device is used) or its file.
+        data: face-shard folder.
+        packing: layout packing.
+        split: the split to accumulate (``"train"``).
+        batch_size, validate, progress: as :func:`encode_latents`.
+        device: device when ``autoencoder`` is a file.
+    """
+    src = Path(data)
+    source = load_manifest(src)
+    source.check(src, splits=[split])
+    if isinstance(autoencoder, (str, Path)):
+        dev = resolve_device(device)
+        net = load_autoencoder(autoencoder, map_location=dev)
+    else:
+        net = autoencoder
+        dev = next(net.parameters()).device
+    spec = source.spec
+    layout = LatentLayout.from_autoencoder(net, spec.uv_resolution, spec.shape_dim, packing)
+    fields = (*net.maps, "shape", "identity", "meta")
+    entries = [e for e in source.shards_for(split) if e.samples > 0]
+    if not entries:
+        raise ValueError(f"{src / MANIFEST_NAME} lists no {split} samples")
+    total = LatentStatsAccumulator(layout)
+    was_training = net.training
+    net.eval()
+    try:
+        with _progress_bar(progress) as bar:
+            task = bar.add_task(f"latent statistics ({split})", total=sum(e.samples for e in entries))
+            for entry in entries:
+                shard = LatentStatsAccumulator(layout)
+                for samples, shape, stored in _shard_latents(net, src / entry.name, entry, spec=spec, fields=fields,
+                                                             batch_size=batch_size, device=dev,
+                                                             dtype=np.dtype(np.float32), validate=validate):
+                    shard.update(layout.pack(torch.from_numpy(stored).double(), shape.double()))
+                    bar.advance(task, len(samples))
+                total = total.merge(shard)
+    finally:
+        net.train(was_training)
+    return total.result(split)
