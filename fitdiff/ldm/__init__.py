@@ -1,0 +1,22 @@
+"""Networks of the diffusion stage: the conditioned UNet denoiser and its conditioning variants.
+
+- :class:`ConditionedUNet` — the denoiser ``(x_t, t, cond, uncond_mask) -> output`` (diffusers
+  ``ModelMixin``: ``save_pretrained`` / ``from_pretrained`` as safetensors with its config).
+- :data:`CONDITIONINGS` — ``spade`` (default), ``adagn``, ``crossattn``, ``concat``, ``none``.
+- :class:`SPADEGroupNorm`, :class:`ConditionMap` — SPADE from a vector embedding (``spade.py``).
+"""
+
+from fitdiff.ldm.conditioning import CONDITIONINGS, ConditionContext
+from fitdiff.ldm.spade import ConditionMap, SPADEGroupNorm, resize_map
+from fitdiff.ldm.unet import NULL_EMBEDDING_NORM, ConditionedUNet, describe
+
+__all__ = [
+    "CONDITIONINGS",
+    "ConditionContext",
+    "ConditionMap",
+    "ConditionedUNet",
+    "NULL_EMBEDDING_NORM",
+    "SPADEGroupNorm",
+    "describe",
+    "resize_map",
+]
