@@ -168,7 +168,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Test a trained checkpoint (``ckpt_path=...``) on the test split; return the test metrics."""
+    """Test a trained checkpoint (``ckpt_path=...``) on the test split; return the test metrics.
+
+    With ``table=NAME`` (``experiments/table/NAME.yaml``) build that result table instead: its files go
+    into the run dir, its Markdown is printed, and its ``<table>/<method>/<metric>_<mean|std>`` values
+    are returned.
+    """
+    if cfg.get("table") is not None:
+        return _evaluate_table(cfg)
     prepare_run(cfg)
     ckpt = _check_ckpt(cfg)
     if not ckpt:
@@ -179,6 +186,24 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     finally:
         _finish_loggers(trainer)
     return _metrics(trainer)
+
+
+def _evaluate_table(cfg: DictConfig) -> dict[str, float]:
+    """Build ``cfg.table`` (a node whose object has ``run(out_dir)``) in the run dir and print its Markdown."""
+    from hydra.errors import InstantiationException
+
+    output_dir = prepare_run(cfg)
+    log.info("table: %s", cfg.table._target_)
+    try:
+        table = instantiate(cfg.table, _convert_="all")
+    except InstantiationException as exc:  # report the table's own configuration error on one line
+        if isinstance(exc.__cause__, ConfigError):
+            raise exc.__cause__ from None
+        raise
+    result = table.run(output_dir)
+    sys.stdout.write("\n" + result.markdown)
+    sys.stdout.flush()
+    return result.metrics()
 
 
 def _finish_loggers(trainer: L.Trainer) -> None:

@@ -60,11 +60,17 @@ class TrainConfig:
 
 @dataclass
 class EvaluateConfig(TrainConfig):
-    """Top level of ``experiments/evaluate.yaml``: as training, plus what to evaluate."""
+    """Top level of ``experiments/evaluate.yaml``: as training, plus what to evaluate.
+
+    Without ``table`` the checkpoint ``ckpt_path`` is tested (``trainer.test``); with ``table=NAME`` the
+    ``_target_`` node of ``experiments/table/NAME.yaml`` builds a result table of the ``ckpts``.
+    """
 
     task_name: str = "evaluate"
     train: bool = False
     test: bool = True
+    ckpts: list[str] = field(default_factory=list)  #: checkpoints a table compares
+    table: Any = None  #: the result table to build (``table=conditioning``)
 
 
 def register_configs() -> None:
