@@ -74,9 +74,9 @@ def _build(node: Mapping[str, Any], key: str, **kwargs: Any) -> Any:
 
 def _read_latent_info(latents: str | Path) -> dict[str, Any]:
     """The layout, statistics and autoencoder hash recorded in a latent dataset's manifest."""
-    from fitdiff.data.latents import read_latent_manifest
+    from fitdiff.data.latent_manifest import load_latent_manifest
 
-    manifest = read_latent_manifest(latents)
+    manifest = load_latent_manifest(latents)
     return {"layout": manifest.layout, "stats": manifest.stats, "autoencoder_sha256": manifest.autoencoder_sha256}
 
 
@@ -160,7 +160,7 @@ class LatentDiffusionModule(L.LightningModule):
         self.save_hyperparameters()
 
         self.layout = LatentLayout.from_dict(layout)
-        self.stats = LatentStats.from_dict(stats)
+        self.stats = LatentStats.from_dict(stats, layout=self.layout)
         if self.stats.channels != self.layout.channels:
             raise ConfigError(f"model.stats has {self.stats.channels} channels, the layout {self.layout.channels}")
         ae_channels = ae.latent_channels

@@ -97,7 +97,7 @@ class FitDiffPipeline(nn.Module):
         hook: Any = None,
         x_T: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``n`` normalised latents (n, C, H, W).
+        """``n`` normalised latents (n, C, H, W): the denoised estimate of the last step, padding 0.
 
         Args:
             n: number of samples.
@@ -120,7 +120,9 @@ class FitDiffPipeline(nn.Module):
         model_fn = cfg_model_fn(self.denoiser, cond, guidance_scale if cond is not None else 1.0)
         result = sampler.sample(model_fn, (n, *self.latent_shape), generator=generator,
                                 prediction_type=self.prediction_type, hook=hook, x_T=x_T, device=device)
-        return self.layout.apply_mask(result.x0) if hasattr(self.layout, "apply_mask") else result.x0
+        # the last step's denoised estimate: with set_alpha_to_one=False (the latent-diffusion DDIM
+        # convention) the final sample x_0 still carries sqrt(1 - alpha_bar_0) = 0.039 of predicted noise
+        return self.layout.apply_mask(result.pred_x0)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, ema: bool = True, map_location: str | torch.device = "cpu"
