@@ -171,6 +171,20 @@ def test_other_autoencoder_is_refused_unless_overwrite(tmp_path, faces, ae):
         dm.setup("fit")
 
 
+def test_output_folder_must_not_be_the_face_folder_and_old_shards_go(tmp_path, faces, ae):
+    with pytest.raises(ValueError, match="face-shard folder"):
+        _encode(ae, faces, faces)
+    (tmp_path / "lat").mkdir()
+    stale = tmp_path / "lat" / "train-00009.tar"
+    stale.write_bytes(b"old")
+    _encode(ae, faces, tmp_path / "lat")
+    data = json.loads((tmp_path / "lat" / "latents.json").read_text())
+    data["shards"].append({**data["shards"][0], "name": "train-00009.tar"})  # as if an earlier dataset had it
+    (tmp_path / "lat" / "latents.json").write_text(json.dumps(data))
+    _encode(ae, faces, tmp_path / "lat")
+    assert not stale.exists() and load_latent_manifest(tmp_path / "lat").counts["train"] == 14
+
+
 def test_float16_storage_and_flat_packing(tmp_path, faces, ae):
     _encode(ae, faces, tmp_path / "lat", latent_dtype="float16", packing="flat", batch_size=8)
     manifest = load_latent_manifest(tmp_path / "lat")

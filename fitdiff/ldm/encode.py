@@ -189,6 +189,8 @@ def encode_latents(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     autoencoder, src, out = Path(autoencoder), Path(data), Path(out)
+    if out.resolve() == src.resolve():
+        raise ValueError(f"--out {out} is the face-shard folder: the latent shards would replace the face shards")
     source: Manifest = load_manifest(src)
     source.check(src)
     spec = source.spec
@@ -208,6 +210,7 @@ def encode_latents(
 
     out.mkdir(parents=True, exist_ok=True)
     previous = _read_json(out / LATENT_MANIFEST_NAME)
+    earlier = {str(e.get("name")) for e in previous.get("shards", []) if isinstance(e, dict)}
     if previous and not overwrite:
         made = {"autoencoder_sha256": (previous.get("autoencoder") or {}).get("sha256"),
                 "layout": previous.get("layout"), "latent_dtype": (previous.get("sample") or {}).get("latent_dtype")}
@@ -218,8 +221,9 @@ def encode_latents(
                 f"sha256 {made['autoencoder_sha256']} there, {ae_sha} for {autoencoder}): pass overwrite=True "
                 f"(--overwrite) to replace them")
     progress_path = out / PROGRESS_NAME
-    record = {} if overwrite else _read_json(progress_path)
-    if record.get("settings") != settings:
+    record = _read_json(progress_path)
+    earlier |= set(record.get("shards", {}))
+    if overwrite or record.get("settings") != settings:
         for name in record.get("shards", {}):  # shards of other settings
             (out / name).unlink(missing_ok=True)
         record = {"settings": settings, "shards": {}}
@@ -280,6 +284,9 @@ def encode_latents(
         sources={n: {"source": done[n]["source"], "source_sha256": done[n]["source_sha256"]} for n in planned},
     )
     manifest.write(out)
+    for name in sorted(earlier - planned):  # shards of an earlier dataset or plan that no manifest lists now
+        if name and "/" not in name and name.endswith(".tar"):
+            (out / name).unlink(missing_ok=True)
     log.info("%s: %s latents in %d shards (%d written, %d kept)", out, manifest.counts, len(shards), len(written),
              len(kept))
     return EncodeReport(manifest, written, kept)
