@@ -32,10 +32,15 @@ def _faces(n: int, seed: int, subjects: int | None = None) -> FaceSet:
     subjects = subjects or n
     return FaceSet(
         keys=[f"s{seed}x{i % subjects}_{i // subjects}" for i in range(n)],
-        subjects=[f"s{seed}x{i % subjects}" for i in range(n)], splits=["train"] * n,
-        shape=torch.randn(n, K, generator=g), identity=F.normalize(torch.randn(n, 512, generator=g), dim=1),
-        diffuse=torch.rand(n, 3, R, R, generator=g), specular=torch.rand(n, 1, R, R, generator=g),
-        normals=F.normalize(torch.randn(n, 3, R, R, generator=g) + torch.tensor([0, 0, 2.0]).view(1, 3, 1, 1), dim=1),
+        subjects=[f"s{seed}x{i % subjects}" for i in range(n)],
+        splits=["train"] * n,
+        shape=torch.randn(n, K, generator=g),
+        identity=F.normalize(torch.randn(n, 512, generator=g), dim=1),
+        diffuse=torch.rand(n, 3, R, R, generator=g),
+        specular=torch.rand(n, 1, R, R, generator=g),
+        normals=F.normalize(
+            torch.randn(n, 3, R, R, generator=g) + torch.tensor([0, 0, 2.0]).view(1, 3, 1, 1), dim=1
+        ),
     )
 
 
@@ -122,7 +127,9 @@ def test_pairwise_and_nearest_distances():
     meshes = torch.cat([base, base + torch.tensor([3.0, 4.0, 0.0]), base + torch.tensor([0.0, 0.0, 1.0])])
     pairs = pairwise_rms(meshes, 50)
     assert torch.allclose(pairs, torch.tensor([5.0, 1.0, math.sqrt(9 + 16 + 1)], dtype=torch.float64))
-    assert torch.allclose(nearest_rms(meshes[1:], meshes[:1], 50), torch.tensor([5.0, 1.0], dtype=torch.float64))
+    assert torch.allclose(
+        nearest_rms(meshes[1:], meshes[:1], 50), torch.tensor([5.0, 1.0], dtype=torch.float64)
+    )
     maps = torch.zeros(2, 3, 4, 4)
     maps[1] += 0.25
     row = diversity_row("x", meshes, torch.cat([maps, maps[:1]]), meshes[:1], maps[:1])
@@ -160,7 +167,9 @@ def test_load_faces_and_photo_selection(tmp_path):
     train = load_faces(tmp_path, ["train"], with_photos=False)
     assert train.image is None and train.diffuse.shape == (6, 3, 8, 8)
     assert len(held.first_per_subject()) == 3
-    with pytest.raises(ConfigError, match=r"has no 'test' samples \(manifest counts: train 6, val 6, test 0\)"):
+    with pytest.raises(
+        ConfigError, match=r"has no 'test' samples \(manifest counts: train 6, val 6, test 0\)"
+    ):
         load_faces(tmp_path, ["val", "test"])
 
 
@@ -168,13 +177,27 @@ def test_checkpoint_checks(tmp_path):
     with pytest.raises(ConfigError, match="no checkpoint file at .*missing.ckpt"):
         inspect_checkpoints([tmp_path / "missing.ckpt"])
     hp = {"layout": {"shape_dim": K}, "net": {"conditioning": "spade"}, "guidance_scale": 2.0}
-    torch.save({"hyper_parameters": {**hp, "autoencoder_sha256": "aaa"}, "state_dict": {}}, tmp_path / "a.ckpt")
-    torch.save({"hyper_parameters": {**hp, "autoencoder_sha256": "bbb", "net": {"conditioning": "none"}},
-                "state_dict": {}}, tmp_path / "b.ckpt")
-    torch.save({"hyper_parameters": {**hp, "autoencoder_sha256": "aaa", "aux_losses": {"shape": {}}},
-                "state_dict": {}}, tmp_path / "c.ckpt")
+    torch.save(
+        {"hyper_parameters": {**hp, "autoencoder_sha256": "aaa"}, "state_dict": {}}, tmp_path / "a.ckpt"
+    )
+    torch.save(
+        {
+            "hyper_parameters": {**hp, "autoencoder_sha256": "bbb", "net": {"conditioning": "none"}},
+            "state_dict": {},
+        },
+        tmp_path / "b.ckpt",
+    )
+    torch.save(
+        {
+            "hyper_parameters": {**hp, "autoencoder_sha256": "aaa", "aux_losses": {"shape": {}}},
+            "state_dict": {},
+        },
+        tmp_path / "c.ckpt",
+    )
     torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
-    with pytest.raises(ConfigError, match=r"different autoencoders: .*a.ckpt \(autoencoder sha256 aaa\) and .*b.ckpt"):
+    with pytest.raises(
+        ConfigError, match=r"different autoencoders: .*a.ckpt \(autoencoder sha256 aaa\) and .*b.ckpt"
+    ):
         inspect_checkpoints([tmp_path / "a.ckpt", tmp_path / "b.ckpt"])
     with pytest.raises(ConfigError, match="not a diffusion"):
         inspect_checkpoints([tmp_path / "other.ckpt"])

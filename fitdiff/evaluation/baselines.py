@@ -46,8 +46,9 @@ def nearest_indices(train_identity: torch.Tensor, identity: torch.Tensor) -> tor
 def nearest_identity(train: FaceSet, identity: torch.Tensor) -> tuple[FacePrediction, torch.Tensor]:
     """The ground truth of the nearest training sample by embedding, and its (M,) indices."""
     index = nearest_indices(train.identity, identity)
-    return FacePrediction(train.shape[index], train.diffuse[index], train.specular[index],
-                          train.normals[index]), index
+    return FacePrediction(
+        train.shape[index], train.diffuse[index], train.specular[index], train.normals[index]
+    ), index
 
 
 class LinearProbe:
@@ -64,13 +65,22 @@ class LinearProbe:
         alphas: target name -> the chosen penalty.
     """
 
-    def __init__(self, train: FaceSet, shape_std: torch.Tensor | None = None,
-                 alphas: Sequence[float] = DEFAULT_ALPHAS, folds: int = 5, seed: int = 0) -> None:
+    def __init__(
+        self,
+        train: FaceSet,
+        shape_std: torch.Tensor | None = None,
+        alphas: Sequence[float] = DEFAULT_ALPHAS,
+        folds: int = 5,
+        seed: int = 0,
+    ) -> None:
         subjects = np.asarray(train.subjects)
         folds = max(2, min(int(folds), len(np.unique(subjects))))
         x = train.identity.double().numpy()
-        self.shape_scale = (torch.ones(train.shape.shape[1]) if shape_std is None
-                            else shape_std.detach().cpu()[: train.shape.shape[1]]).double()
+        self.shape_scale = (
+            torch.ones(train.shape.shape[1])
+            if shape_std is None
+            else shape_std.detach().cpu()[: train.shape.shape[1]]
+        ).double()
         self.map_shapes = {name: tuple(getattr(train, name).shape[1:]) for name in MAP_NAMES}
         self.probes: dict[str, RidgeProbe] = {}
         targets = {"shape": (train.shape.double() * self.shape_scale).numpy()}
@@ -84,6 +94,13 @@ class LinearProbe:
         """Predictions for (M, D) embeddings."""
         x = identity.detach().cpu().double()
         shape = (self.probes["shape"].predict(x) / self.shape_scale).float()
-        maps = {name: self.probes[name].predict(x).float().reshape(-1, *self.map_shapes[name]) for name in MAP_NAMES}
-        return FacePrediction(shape, maps["diffuse"].clamp(0, 1), maps["specular"].clamp(0, 1),
-                              F.normalize(maps["normals"], dim=1))
+        maps = {
+            name: self.probes[name].predict(x).float().reshape(-1, *self.map_shapes[name])
+            for name in MAP_NAMES
+        }
+        return FacePrediction(
+            shape,
+            maps["diffuse"].clamp(0, 1),
+            maps["specular"].clamp(0, 1),
+            F.normalize(maps["normals"], dim=1),
+        )

@@ -52,12 +52,15 @@ def _read(path: Path) -> dict[str, Any]:
         raise ConfigError(f"checkpoint {path} cannot be read as a Lightning checkpoint: {exc}") from exc
     hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
     if not isinstance(hp, dict) or "layout" not in hp or "net" not in hp:
-        raise ConfigError(f"{path} is not a diffusion (LatentDiffusionModule) checkpoint: no layout / net "
-                          "hyperparameters")
+        raise ConfigError(
+            f"{path} is not a diffusion (LatentDiffusionModule) checkpoint: no layout / net hyperparameters"
+        )
     return {"hp": hp, "global_step": ckpt.get("global_step"), "extra": ckpt.get("fitdiff") or {}}
 
 
-def inspect_checkpoints(paths: Sequence[str | Path], labels: Sequence[str] | None = None) -> list[CheckpointInfo]:
+def inspect_checkpoints(
+    paths: Sequence[str | Path], labels: Sequence[str] | None = None
+) -> list[CheckpointInfo]:
     """Check and describe the checkpoints (in order); see the module docstring.
 
     Args:
@@ -85,18 +88,26 @@ def inspect_checkpoints(paths: Sequence[str | Path], labels: Sequence[str] | Non
         label = labels[i] if labels is not None else conditioning + ("+aux" if hp.get("aux_losses") else "")
         ae = hp.get("autoencoder_sha256") or data["extra"].get("autoencoder_sha256")
         step = data["global_step"]
-        infos.append(CheckpointInfo(
-            path=path, sha256=sha256_file(path), label=str(label), conditioning=conditioning,
-            autoencoder_sha256=str(ae) if ae else None, guidance_scale=float(hp.get("guidance_scale", 1.0)),
-            shape_dim=int(dict(hp["layout"]).get("shape_dim", 0)), global_step=int(step) if step is not None else None,
-        ))
+        infos.append(
+            CheckpointInfo(
+                path=path,
+                sha256=sha256_file(path),
+                label=str(label),
+                conditioning=conditioning,
+                autoencoder_sha256=str(ae) if ae else None,
+                guidance_scale=float(hp.get("guidance_scale", 1.0)),
+                shape_dim=int(dict(hp["layout"]).get("shape_dim", 0)),
+                global_step=int(step) if step is not None else None,
+            )
+        )
     first = infos[0]
     for info in infos[1:]:
         if info.autoencoder_sha256 != first.autoencoder_sha256:
             raise ConfigError(
                 f"checkpoints made with different autoencoders: {first.path} (autoencoder sha256 "
                 f"{first.autoencoder_sha256}) and {info.path} (autoencoder sha256 {info.autoencoder_sha256}); "
-                "compare checkpoints trained on the latents of one autoencoder")
+                "compare checkpoints trained on the latents of one autoencoder"
+            )
     names = [i.label for i in infos]
     if labels is not None and len(set(names)) != len(names):
         raise ConfigError(f"labels must be distinct, got {names}")

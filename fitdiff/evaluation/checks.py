@@ -40,7 +40,7 @@ def acceptance_checks(table: ResultTable) -> list[str]:
     lines: list[str] = []
     conditional = [(m, _ROW.match(m)) for m in records]
     conditional = [(m, match) for m, match in conditional if match]
-    for method, match in conditional:
+    for method, _ in conditional:
         parts = []
         for key, name, fmt in _KEYS:
             mine, uncond = value(method, key), value("unconditional", key)
@@ -50,13 +50,17 @@ def acceptance_checks(table: ResultTable) -> list[str]:
                 continue
             if uncond is not None and uncond > 0:
                 drop = 1.0 - mine / uncond
-                parts.append(f"{name} {fmt.format(mine)} vs unconditional {fmt.format(uncond)} "
-                             f"({drop:+.0%} lower; >= {REDUCTION:.0%}: {_yes(drop >= REDUCTION)})")
+                parts.append(
+                    f"{name} {fmt.format(mine)} vs unconditional {fmt.format(uncond)} "
+                    f"({drop:+.0%} lower; >= {REDUCTION:.0%}: {_yes(drop >= REDUCTION)})"
+                )
             if mean_face is not None:
                 parts.append(f"{name} below mean face {fmt.format(mean_face)}: {_yes(mine < mean_face)}")
             if probe is not None and averaged is not None:
-                parts.append(f"{name} of the mean of samples {fmt.format(averaged)} <= linear probe "
-                             f"{fmt.format(probe)}: {_yes(averaged <= probe)}")
+                parts.append(
+                    f"{name} of the mean of samples {fmt.format(averaged)} <= linear probe "
+                    f"{fmt.format(probe)}: {_yes(averaged <= probe)}"
+                )
         if parts:
             lines.append(f"{method}: " + "; ".join(parts))
     by_scale: dict[str, dict[str, str]] = {}
@@ -65,7 +69,10 @@ def acceptance_checks(table: ResultTable) -> list[str]:
     for scale, variants in by_scale.items():
         if "none" in variants and "spade" in variants:
             none, spade = variants["none"], variants["spade"]
-            parts = [f"{name} {fmt.format(value(none, key))} vs {fmt.format(value(spade, key))}: "
-                     f"{_yes(value(none, key) > value(spade, key))}" for key, name, fmt in _KEYS]
+            parts = [
+                f"{name} {fmt.format(value(none, key))} vs {fmt.format(value(spade, key))}: "
+                f"{_yes(value(none, key) > value(spade, key))}"
+                for key, name, fmt in _KEYS
+            ]
             lines.append(f"none worse than spade at s={scale}: " + "; ".join(parts))
     return lines

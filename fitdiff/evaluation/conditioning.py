@@ -36,19 +36,20 @@ from tqdm.auto import tqdm
 
 from fitdiff.config.errors import ConfigError
 from fitdiff.data.errors import ManifestError
-from fitdiff.data.manifest import MANIFEST_NAME, load_manifest
+from fitdiff.data.manifest import load_manifest
 from fitdiff.diffusion import Sampler, check_same_schedule, ddim_scheduler, ddpm_scheduler, dpm_scheduler
 from fitdiff.evaluation.baselines import LinearProbe, mean_face, nearest_identity
 from fitdiff.evaluation.checkpoints import CheckpointInfo, inspect_checkpoints
 from fitdiff.evaluation.checks import acceptance_checks
-from fitdiff.evaluation.diversity import diversity_row
+from fitdiff.evaluation.conditioning_header import conditioning_header, describe_sampler
+from fitdiff.evaluation.diversity import closest_note, diversity_report
 from fitdiff.evaluation.face_metrics import FaceMetrics, FacePrediction, mean_prediction
 from fitdiff.evaluation.faces import FaceSet, load_faces, select_photos
-from fitdiff.evaluation.sampling import DIVERSITY_STREAM, sample_faces, sample_generators
-from fitdiff.evaluation.table import Column, ResultTable, TableRow, format_value, summarize
+from fitdiff.evaluation.sampling import sample_faces, sample_generators
+from fitdiff.evaluation.table import Column, ResultTable, RowAccumulator, TableRow, format_value
 from fitdiff.io import sha256_file
 
-__all__ = ["ConditioningTable", "ConditioningResult", "COLUMNS", "DIVERSITY_COLUMNS"]
+__all__ = ["ConditioningTable", "ConditioningResult", "COLUMNS"]
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +61,6 @@ COLUMNS: tuple[Column, ...] = (
     Column("specular_psnr", "specular PSNR (dB)", "{:.2f}"),
     Column("normals_angle_deg", "normals (deg)", "{:.2f}"),
     Column("identity_cos", "identity cos", "{:.3f}"),
-)
-DIVERSITY_COLUMNS: tuple[Column, ...] = (
-    Column("pairwise_shape_mm", "pairwise shape (mm)", "{:.2f}"),
-    Column("pairwise_diffuse_rmse", "pairwise diffuse RMSE", "{:.4f}"),
-    Column("nearest_train_shape_mm", "nearest train shape (mm)", "{:.2f}"),
-    Column("nearest_train_diffuse_rmse", "nearest train diffuse RMSE", "{:.4f}"),
 )
 _SCHEDULERS = {"ddim": ddim_scheduler, "ddpm": ddpm_scheduler, "dpm": dpm_scheduler}
 
@@ -91,23 +86,6 @@ def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-class _Accumulator:
-    """Per-photo values of one row, gathered batch by batch."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, list[np.ndarray]] = {}
-
-    def add(self, metrics: dict[str, torch.Tensor], k: int = 1) -> None:
-        """Metrics of B * k faces (photo-major): the per-photo mean of every k."""
-        for name, v in metrics.items():
-            self.values.setdefault(name, []).append(v.reshape(-1, k).mean(1).numpy())
-
-    def row(self, method: str, n_samples: int) -> TableRow:
-        values = {name: np.concatenate(parts) for name, parts in self.values.items()}
-        n = len(next(iter(values.values()))) if values else 0
-        return TableRow(method, values, {"n_photos": n, "n_samples": n_samples})
 
 
 class ConditioningTable:
@@ -196,7 +174,9 @@ class ConditioningTable:
             model = dataset_shape_model(self.data_dir)
         recorded = manifest.shape_model
         if recorded and recorded != model.model_id:
-            raise ConfigError(f"shape model {model.model_id!r} is not the dataset's ({recorded!r}, {self.data_dir})")
+            raise ConfigError(
+                f"shape model {model.model_id!r} is not the dataset's ({recorded!r}, {self.data_dir})"
+            )
         return model
 
     def _recognizer(self) -> tuple[Any, str | None]:
@@ -206,19 +186,27 @@ class ConditioningTable:
 
         weights = Path(self.recognizer_weights or self.data_dir / "recognizer.safetensors")
         if not weights.is_file():
-            raise ConfigError(f"identity column: no recognizer weights at {weights} (table.recognizer_weights=..., "
-                              "or table.identity=false to drop the column)")
+            raise ConfigError(
+                f"identity column: no recognizer weights at {weights} (table.recognizer_weights=..., "
+                "or table.identity=false to drop the column)"
+            )
         encoder = build_identity_encoder(self.recognizer_name, weights=str(weights)).to(self.device)
         return encoder, sha256_file(weights)
 
     def _sampler(self, module: Any) -> Sampler:
         if self.scheduler is None:
-            overrides = {k: v for k, v in (("num_inference_steps", self.steps), ("eta", self.eta)) if v is not None}
+            overrides = {
+                k: v for k, v in (("num_inference_steps", self.steps), ("eta", self.eta)) if v is not None
+            }
             sampler = module.build_sampler(**overrides)
         else:
-            sampler = Sampler(_SCHEDULERS[self.scheduler](), num_inference_steps=self.steps or 50,
-                              eta=self.eta or 0.0)
-        check_same_schedule(sampler.scheduler, module.noise_scheduler)
+            sampler = Sampler(
+                _SCHEDULERS[self.scheduler](), num_inference_steps=self.steps or 50, eta=self.eta or 0.0
+            )
+        try:
+            check_same_schedule(sampler.scheduler, module.noise_scheduler)
+        except ValueError as exc:
+            raise ConfigError(f"table.scheduler: {exc}") from exc
         sampler.progress = False
         return sampler
 
@@ -230,8 +218,6 @@ class ConditioningTable:
 
     def run(self, out_dir: str | Path) -> ConditioningResult:
         """Measure every row, write the files into ``out_dir`` and return the result."""
-        from fitdiff.ldm.module import LatentDiffusionModule
-
         out_dir = Path(out_dir)
         try:
             manifest = load_manifest(self.data_dir)
@@ -241,51 +227,141 @@ class ConditioningTable:
         train = load_faces(self.data_dir, ["train"], with_photos=False, manifest=manifest)
         for info in self.infos:
             if info.shape_dim != manifest.spec.shape_dim:
-                raise ConfigError(f"{info.path} samples {info.shape_dim} shape coefficients, the dataset "
-                                  f"{self.data_dir} has {manifest.spec.shape_dim}")
+                raise ConfigError(
+                    f"{info.path} samples {info.shape_dim} shape coefficients, the dataset "
+                    f"{self.data_dir} has {manifest.spec.shape_dim}"
+                )
         index = select_photos(held, self.n_photos)
         if self.n_photos is not None and len(index) < self.n_photos:
-            log.warning("%s: only %d photos in %s (asked for %d)", self.data_dir, len(index), "+".join(self.splits),
-                        self.n_photos)
+            log.warning(
+                "%s: only %d photos in %s (asked for %d)",
+                self.data_dir,
+                len(index),
+                "+".join(self.splits),
+                self.n_photos,
+            )
         photos = held.subset(index)
         shape_model = self._shape_model(manifest)
         recognizer, recognizer_sha = self._recognizer()
         metrics = FaceMetrics(shape_model, recognizer, self.device)
-        batches = [list(range(i, min(i + self.batch_size, len(photos)))) for i in range(0, len(photos), self.batch_size)]
+        batches = [
+            list(range(i, min(i + self.batch_size, len(photos))))
+            for i in range(0, len(photos), self.batch_size)
+        ]
 
-        rows: list[TableRow] = []
         probe = LinearProbe(train, shape_model.std, folds=self.probe_folds, seed=self.seed)
-        reference = _Accumulator()
-        baselines = {"mean face": _Accumulator(), "nearest training identity": _Accumulator(),
-                     "linear probe": _Accumulator()}
+        rows, reference = self._baseline_rows(photos, batches, train, probe, metrics)
+        sampled, samplers, diversity = self._sampled_rows(photos, index, batches, metrics, held, train)
+        rows += sampled
+
+        table = ResultTable(
+            rows, [c for c in COLUMNS if c.key in metrics.names], counts=["n_photos", "n_samples"]
+        )
+        header = conditioning_header(
+            infos=self.infos,
+            data_dir=self.data_dir,
+            splits=self.splits,
+            photos=photos,
+            n_samples=self.n_samples,
+            seed=self.seed,
+            ema=self.ema,
+            samplers=samplers,
+            train_samples=manifest.counts.get("train", 0),
+            recognizer=self.recognizer_name,
+            recognizer_sha256=recognizer_sha,
+            probe_alphas=probe.alphas,
+            reference_identity=np.concatenate(reference.values["identity_cos"]) if recognizer_sha else None,
+        )
+        sections = []
+        if diversity is not None:
+            sections.append(
+                "### Diversity of unconditional samples\n\n"
+                + diversity.to_markdown()
+                + closest_note(diversity)
+            )
+        checks = acceptance_checks(table)
+        if checks:
+            sections.append("### Acceptance checks\n\n" + "\n".join(f"- {line}" for line in checks) + "\n")
+        csv_path, md_path, markdown = table.write(
+            out_dir, self.name, title="Conditioning", header=header, sections=sections
+        )
+        paths = [csv_path, md_path]
+        if diversity is not None:
+            d_csv, d_md, _ = diversity.write(
+                out_dir, "diversity", title="Diversity of unconditional samples", header=header[:3]
+            )
+            paths += [d_csv, d_md]
+        log.info("wrote %s", ", ".join(str(p) for p in paths))
+        return ConditioningResult(table, diversity, markdown, paths)
+
+    def _baseline_rows(
+        self,
+        photos: FaceSet,
+        batches: list[list[int]],
+        train: FaceSet,
+        probe: LinearProbe,
+        metrics: FaceMetrics,
+    ) -> tuple[list[TableRow], RowAccumulator]:
+        """The mean-face, nearest-identity and linear-probe rows, and the ground truth's identity scores."""
+        reference = RowAccumulator()
+        baselines = {
+            "mean face": RowAccumulator(),
+            "nearest training identity": RowAccumulator(),
+            "linear probe": RowAccumulator(),
+        }
         for b in batches:
             faces = photos.subset(b)
-            reference.add({k: v for k, v in metrics(FacePrediction(faces.shape, faces.diffuse, faces.specular,
-                                                                   faces.normals), faces).items()
-                           if k == "identity_cos"})
+            if (
+                metrics.recognizer is not None
+            ):  # the identity column's ceiling: the ground truth rendered alike
+                truth = FacePrediction(faces.shape, faces.diffuse, faces.specular, faces.normals)
+                reference.add({"identity_cos": metrics(truth, faces)["identity_cos"]})
             baselines["mean face"].add(metrics(mean_face(train, len(b)), faces))
-            baselines["nearest training identity"].add(metrics(nearest_identity(train, faces.identity)[0], faces))
+            baselines["nearest training identity"].add(
+                metrics(nearest_identity(train, faces.identity)[0], faces)
+            )
             baselines["linear probe"].add(metrics(probe.predict(faces.identity), faces))
-        rows += [acc.row(name, 1) for name, acc in baselines.items()]
+        return [acc.row(name, 1) for name, acc in baselines.items()], reference
+
+    def _sampled_rows(
+        self,
+        photos: FaceSet,
+        index: list[int],
+        batches: list[list[int]],
+        metrics: FaceMetrics,
+        held: FaceSet,
+        train: FaceSet,
+    ) -> tuple[list[TableRow], dict[int, str], ResultTable | None]:
+        """The unconditional and conditional rows (each with its mean-of-k row), the sampler description per
+        checkpoint, and the diversity report of the first checkpoint."""
+        from fitdiff.ldm.module import LatentDiffusionModule
 
         plan = []  # (checkpoint index, row name, guidance scale or None for unconditional)
         for c, info in enumerate(self.infos):
             if c == 0:
                 plan.append((c, "unconditional", None))
-            plan += [(c, f"conditional {info.label} s={format_value(s, '{:g}')}", s) for s in self._scales(info)]
+            plan += [
+                (c, f"conditional {info.label} s={format_value(s, '{:g}')}", s) for s in self._scales(info)
+            ]
+        rows: list[TableRow] = []
         samplers: dict[int, str] = {}
-        bar = tqdm(total=len(plan) * len(photos), desc="conditioning table", unit="photo", disable=not self.progress,
-                   dynamic_ncols=True)
         diversity = None
+        bar = tqdm(
+            total=len(plan) * len(photos),
+            desc="conditioning table",
+            unit="photo",
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
         with bar:
             for c, info in enumerate(self.infos):
                 module = LatentDiffusionModule.load_checkpoint(info.path).to(self.device)
                 pipeline = module.pipeline(ema=self.ema)
                 sampler = self._sampler(module)
-                samplers[c] = _describe_sampler(sampler)
+                samplers[c] = describe_sampler(sampler)
                 for _, row_name, scale in (p for p in plan if p[0] == c):
                     bar.set_postfix_str(row_name)
-                    each, mean = _Accumulator(), _Accumulator()
+                    each, mean = RowAccumulator(), RowAccumulator()
                     for b in batches:
                         faces = photos.subset(b)
                         gens = sample_generators(self.seed, [index[i] for i in b], self.n_samples)
@@ -298,84 +374,19 @@ class ConditioningTable:
                     rows.append(each.row(row_name, self.n_samples))
                     rows.append(mean.row(f"{row_name} (mean of {self.n_samples})", self.n_samples))
                 if c == 0 and self.diversity_samples > 0:
-                    diversity = self._diversity(pipeline, sampler, metrics, held, train)
+                    diversity = diversity_report(
+                        pipeline,
+                        sampler,
+                        metrics.vertices,
+                        held,
+                        train,
+                        self.diversity_samples,
+                        self.seed,
+                        self.batch_size * self.n_samples,
+                        self.progress,
+                    )
                 del module, pipeline
-
-        table = ResultTable(rows, [c for c in COLUMNS if c.key in metrics.names], counts=["n_photos", "n_samples"])
-        header = self._header(manifest, photos, samplers, recognizer_sha, probe, reference)
-        sections = []
-        if diversity is not None:
-            sections.append("### Diversity of unconditional samples\n\n" + diversity.to_markdown() + _closest_note(diversity))
-        checks = acceptance_checks(table)
-        if checks:
-            sections.append("### Acceptance checks\n\n" + "\n".join(f"- {line}" for line in checks) + "\n")
-        csv_path, md_path, markdown = table.write(out_dir, self.name, title="Conditioning", header=header,
-                                                  sections=sections)
-        paths = [csv_path, md_path]
-        if diversity is not None:
-            d_csv, d_md, _ = diversity.write(out_dir, "diversity", title="Diversity of unconditional samples",
-                                             header=header[:3])
-            paths += [d_csv, d_md]
-        log.info("wrote %s", ", ".join(str(p) for p in paths))
-        return ConditioningResult(table, diversity, markdown, paths)
-
-    @torch.no_grad()
-    def _diversity(self, pipeline: Any, sampler: Sampler, metrics: FaceMetrics, held: FaceSet,
-                   train: FaceSet) -> ResultTable:
-        """Unconditional samples against real held-out subjects (one photo each), both against training subjects."""
-        n = self.diversity_samples
-        shapes, diffuse = [], []
-        chunk = self.batch_size * self.n_samples
-        for start in tqdm(range(0, n, chunk), desc="diversity samples", disable=not self.progress, leave=False):
-            gens = sample_generators(self.seed, range(start, min(start + chunk, n)), 1, stream=DIVERSITY_STREAM)
-            pred = sample_faces(pipeline, sampler, gens, None, 1.0).cleaned()
-            shapes.append(pred.shape)
-            diffuse.append(pred.diffuse)
-        real, subjects = held.first_per_subject(), train.first_per_subject()
-        vertices = metrics.vertices(subjects.shape).cpu()
-        rows = [
-            diversity_row("unconditional samples", metrics.vertices(torch.cat(shapes)).cpu(), torch.cat(diffuse),
-                          vertices, subjects.diffuse),
-            diversity_row("held-out subjects", metrics.vertices(real.shape).cpu(), real.diffuse, vertices,
-                          subjects.diffuse),
-        ]
-        return ResultTable(rows, DIVERSITY_COLUMNS, counts=["n", "n_train"])
-
-    def _header(self, manifest: Any, photos: FaceSet, samplers: dict[int, str], recognizer_sha: str | None,
-                probe: LinearProbe, reference: _Accumulator) -> list[str]:
-        subjects = len(set(photos.subjects))
-        lines = [
-            f"{len(photos)} photos of {subjects} held-out subjects ({'+'.join(self.splits)} of {self.data_dir}), "
-            f"{self.n_samples} samples per photo and sampled row; seed {self.seed}; "
-            f"{'EMA' if self.ema else 'raw'} weights",
-        ]
-        described = set(samplers.values())
-        if len(described) == 1:
-            lines.append(f"sampler: {described.pop()}")
-        else:
-            lines += [f"sampler of {self.infos[c].label}: {s}" for c, s in samplers.items()]
-        lines.append(f"dataset manifest sha256: {sha256_file(self.data_dir / MANIFEST_NAME)}; training split: "
-                     f"{manifest.counts.get('train', 0)} samples")
-        for info in self.infos:
-            step = f", step {info.global_step}" if info.global_step is not None else ""
-            lines.append(f"checkpoint {info.label}: {info.path} (sha256 {info.sha256}{step}; default s="
-                         f"{format_value(info.guidance_scale, '{:g}')})")
-        lines.append(f"autoencoder sha256: {self.infos[0].autoencoder_sha256}")
-        lines.append("linear probe ridge penalties (CV over training subjects): "
-                     + ", ".join(f"{k} {v:g}" for k, v in probe.alphas.items()))
-        if recognizer_sha is not None:
-            mean, std = summarize(np.concatenate(reference.values["identity_cos"]))
-            lines.append(f"identity: {self.recognizer_name} (weights sha256 {recognizer_sha}); the ground-truth "
-                         f"face rendered the same way scores {mean:.3f} ± {std:.3f}")
-        lines.append("shape: RMS per-vertex distance (model frame, no alignment) and coefficient RMS (std units); "
-                     "normals: mean angle over valid texels")
-        return lines
-
-
-def _describe_sampler(sampler: Sampler) -> str:
-    d = sampler.describe()
-    return (f"{d['scheduler']}, {d['num_inference_steps']} steps, eta {d['eta']:g}, "
-            f"timestep spacing {d['timestep_spacing']}")
+        return rows, samplers, diversity
 
 
 def _repeat(faces: FaceSet, k: int) -> FaceSet:
@@ -385,14 +396,7 @@ def _repeat(faces: FaceSet, k: int) -> FaceSet:
 
 def _check_resolution(pred: FacePrediction, faces: FaceSet, info: CheckpointInfo) -> None:
     if pred.diffuse.shape[-2:] != faces.diffuse.shape[-2:]:
-        raise ConfigError(f"{info.path} decodes {tuple(pred.diffuse.shape[-2:])} maps, the dataset has "
-                          f"{tuple(faces.diffuse.shape[-2:])}")
-
-
-def _closest_note(diversity: ResultTable) -> str:
-    lines = []
-    for row in diversity.rows:
-        shape, texture = row.values["nearest_train_shape_mm"], row.values["nearest_train_diffuse_rmse"]
-        lines.append(f"- {row.method}: closest to a training subject {float(np.min(shape)):.2f} mm (shape), "
-                     f"{float(np.min(texture)):.4f} (diffuse RMSE)")
-    return "\n" + "\n".join(lines) + "\n"
+        raise ConfigError(
+            f"{info.path} decodes {tuple(pred.diffuse.shape[-2:])} maps, the dataset has "
+            f"{tuple(faces.diffuse.shape[-2:])}"
+        )

@@ -15,15 +15,32 @@ subjects are. Distances are computed in float64 from the flattened meshes / maps
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
+import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from fitdiff.evaluation.table import TableRow
+from fitdiff.evaluation.faces import FaceSet
+from fitdiff.evaluation.sampling import DIVERSITY_STREAM, sample_faces, sample_generators
+from fitdiff.evaluation.table import Column, ResultTable, TableRow
 
-__all__ = ["pairwise_rms", "nearest_rms", "diversity_row", "DIVERSITY_METRICS"]
+__all__ = [
+    "pairwise_rms",
+    "nearest_rms",
+    "diversity_row",
+    "diversity_report",
+    "closest_note",
+    "DIVERSITY_COLUMNS",
+]
 
-DIVERSITY_METRICS: tuple[str, ...] = ("pairwise_shape_mm", "pairwise_diffuse_rmse", "nearest_train_shape_mm",
-                                      "nearest_train_diffuse_rmse")
+DIVERSITY_COLUMNS: tuple[Column, ...] = (
+    Column("pairwise_shape_mm", "pairwise shape (mm)", "{:.2f}"),
+    Column("pairwise_diffuse_rmse", "pairwise diffuse RMSE", "{:.4f}"),
+    Column("nearest_train_shape_mm", "nearest train shape (mm)", "{:.2f}"),
+    Column("nearest_train_diffuse_rmse", "nearest train diffuse RMSE", "{:.4f}"),
+)
 
 
 def _flat(x: torch.Tensor) -> torch.Tensor:
@@ -52,8 +69,13 @@ def nearest_rms(x: torch.Tensor, reference: torch.Tensor, per_item: int) -> torc
     return _rms_distances(_flat(x), _flat(reference), per_item).min(1).values
 
 
-def diversity_row(method: str, vertices: torch.Tensor, diffuse: torch.Tensor, train_vertices: torch.Tensor,
-                  train_diffuse: torch.Tensor) -> TableRow:
+def diversity_row(
+    method: str,
+    vertices: torch.Tensor,
+    diffuse: torch.Tensor,
+    train_vertices: torch.Tensor,
+    train_diffuse: torch.Tensor,
+) -> TableRow:
     """The diversity figures of N faces ((N, V, 3) mm meshes, (N, 3, R, R) diffuse maps) as a table row.
 
     Counts: ``n`` faces, ``n_train`` training subjects.
@@ -66,5 +88,65 @@ def diversity_row(method: str, vertices: torch.Tensor, diffuse: torch.Tensor, tr
         "nearest_train_shape_mm": nearest_rms(vertices, train_vertices, n_vertices),
         "nearest_train_diffuse_rmse": nearest_rms(diffuse, train_diffuse, texels),
     }
-    return TableRow(method, {k: v.numpy() for k, v in values.items()},
-                    {"n": int(len(vertices)), "n_train": int(len(train_vertices))})
+    return TableRow(
+        method,
+        {k: v.numpy() for k, v in values.items()},
+        {"n": int(len(vertices)), "n_train": int(len(train_vertices))},
+    )
+
+
+@torch.no_grad()
+def diversity_report(
+    pipeline: Any,
+    sampler: Any,
+    vertices: Callable[[torch.Tensor], torch.Tensor],
+    held: FaceSet,
+    train: FaceSet,
+    n: int,
+    seed: int,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> ResultTable:
+    """``n`` unconditional samples of ``pipeline`` and the held-out subjects (one photo each), both against the
+    training subjects (one sample each).
+
+    Args:
+        pipeline, sampler: the sampling pipeline and its sampler.
+        vertices: (B, K) coefficients -> (B, V, 3) meshes in mm (the shape model).
+        held, train: held-out and training faces.
+        n: samples; seed: base seed (sample ``j`` uses the diversity stream of
+            :func:`~fitdiff.evaluation.sampling.derive_seed`); batch_size: samples per sampler call.
+    """
+    shapes, diffuse = [], []
+    for start in tqdm(range(0, n, batch_size), desc="diversity samples", disable=not progress, leave=False):
+        gens = sample_generators(seed, range(start, min(start + batch_size, n)), 1, stream=DIVERSITY_STREAM)
+        pred = sample_faces(pipeline, sampler, gens, None, 1.0).cleaned()
+        shapes.append(pred.shape)
+        diffuse.append(pred.diffuse)
+    real, subjects = held.first_per_subject(), train.first_per_subject()
+    train_vertices = vertices(subjects.shape).cpu()
+    rows = [
+        diversity_row(
+            "unconditional samples",
+            vertices(torch.cat(shapes)).cpu(),
+            torch.cat(diffuse),
+            train_vertices,
+            subjects.diffuse,
+        ),
+        diversity_row(
+            "held-out subjects", vertices(real.shape).cpu(), real.diffuse, train_vertices, subjects.diffuse
+        ),
+    ]
+    return ResultTable(rows, DIVERSITY_COLUMNS, counts=["n", "n_train"])
+
+
+def closest_note(table: ResultTable) -> str:
+    """Markdown lines: each row's smallest distance to a training subject (a copy would be near 0)."""
+    lines = []
+    for row in table.rows:
+        shape, texture = row.values["nearest_train_shape_mm"], row.values["nearest_train_diffuse_rmse"]
+        lines.append(
+            f"- {row.method}: closest to a training subject {float(np.min(shape)):.2f} mm (shape), "
+            f"{float(np.min(texture)):.4f} (diffuse RMSE)"
+        )
+    return "\n" + "\n".join(lines) + "\n"

@@ -65,28 +65,36 @@ class FacePrediction:
     normals: torch.Tensor
 
     def to(self, device: torch.device | str) -> FacePrediction:
-        return FacePrediction(*(t.to(device=device, dtype=torch.float32) for t in
-                                (self.shape, self.diffuse, self.specular, self.normals)))
+        return FacePrediction(
+            *(
+                t.to(device=device, dtype=torch.float32)
+                for t in (self.shape, self.diffuse, self.specular, self.normals)
+            )
+        )
 
     def cleaned(self) -> FacePrediction:
         """Albedos clamped to [0, 1], normals renormalised."""
-        return FacePrediction(self.shape, self.diffuse.clamp(0, 1), self.specular.clamp(0, 1),
-                              F.normalize(self.normals, dim=1))
+        return FacePrediction(
+            self.shape, self.diffuse.clamp(0, 1), self.specular.clamp(0, 1), F.normalize(self.normals, dim=1)
+        )
 
     def repeat(self, n: int) -> FacePrediction:
         """Each face repeated ``n`` times in place (B -> B * n), for broadcasting one face to many photos."""
-        return FacePrediction(*(t.repeat_interleave(n, 0) for t in (self.shape, self.diffuse, self.specular,
-                                                                    self.normals)))
+        return FacePrediction(
+            *(t.repeat_interleave(n, 0) for t in (self.shape, self.diffuse, self.specular, self.normals))
+        )
 
 
 def mean_prediction(pred: FacePrediction, k: int) -> FacePrediction:
     """The average of every ``k`` consecutive faces (B * k -> B): mean coefficients and maps, the mean
     normal renormalised."""
+
     def avg(t: torch.Tensor) -> torch.Tensor:
         return t.reshape(-1, k, *t.shape[1:]).mean(1)
 
-    return FacePrediction(avg(pred.shape), avg(pred.diffuse), avg(pred.specular),
-                          F.normalize(avg(pred.normals), dim=1))
+    return FacePrediction(
+        avg(pred.shape), avg(pred.diffuse), avg(pred.specular), F.normalize(avg(pred.normals), dim=1)
+    )
 
 
 class FaceMetrics:
@@ -99,8 +107,12 @@ class FaceMetrics:
         device: where meshes, renders and the recognizer run.
     """
 
-    def __init__(self, shape_model: PCAShapeModel, recognizer: Encoder | None = None,
-                 device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        shape_model: PCAShapeModel,
+        recognizer: Encoder | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
         self.device = torch.device(device)
         self.model = shape_model.to(self.device)
         self.scene = FaceScene(self.model, landmarks="68")
@@ -143,8 +155,15 @@ class FaceMetrics:
         if len(spaces) != 1:
             raise ValueError(f"photos of one batch use different normal spaces: {sorted(spaces)}")
         self.scene.normal_space = spaces.pop()
-        out = self.scene(pred.shape, pred.diffuse, pred.specular, pred.normals, camera, lights,
-                         background=faces.image.to(self.device))
+        out = self.scene(
+            pred.shape,
+            pred.diffuse,
+            pred.specular,
+            pred.normals,
+            camera,
+            lights,
+            background=faces.image.to(self.device),
+        )
         return out.image, out.landmarks
 
     @torch.no_grad()
@@ -162,10 +181,12 @@ class FaceMetrics:
         if pred.specular.shape[1] != specular.shape[1]:  # grey prediction vs RGB ground truth or back
             pred.specular = pred.specular.mean(1, keepdim=True).expand_as(specular)
         out["diffuse_rmse"] = (pred.diffuse - diffuse).pow(2).mean((1, 2, 3)).sqrt()
-        out["diffuse_psnr"] = peak_signal_noise_ratio(pred.diffuse, diffuse, data_range=1.0, reduction="none",
-                                                      dim=(1, 2, 3))
-        out["specular_psnr"] = peak_signal_noise_ratio(pred.specular, specular, data_range=1.0,
-                                                       reduction="none", dim=(1, 2, 3))
+        out["diffuse_psnr"] = peak_signal_noise_ratio(
+            pred.diffuse, diffuse, data_range=1.0, reduction="none", dim=(1, 2, 3)
+        )
+        out["specular_psnr"] = peak_signal_noise_ratio(
+            pred.specular, specular, data_range=1.0, reduction="none", dim=(1, 2, 3)
+        )
         normals = faces.normals.to(self.device)
         angle = angular_error(pred.normals, normals, degrees=True)
         valid = (normals.norm(dim=1) > 0.5).to(angle.dtype)
@@ -173,5 +194,7 @@ class FaceMetrics:
         if self.recognizer is not None:
             images, landmarks = self.render(pred, faces)
             five = torch.from_numpy(five_point_landmarks(landmarks.cpu().numpy())).to(self.device)
-            out["identity_cos"] = cosine_similarity(self.recognizer(images, five), self.photo_embeddings(faces))
+            out["identity_cos"] = cosine_similarity(
+                self.recognizer(images, five), self.photo_embeddings(faces)
+            )
         return {k: v.detach().double().cpu() for k, v in out.items()}

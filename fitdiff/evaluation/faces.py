@@ -93,8 +93,9 @@ def _check_splits(manifest: Manifest, data_dir: Path, splits: Sequence[str]) -> 
             raise ConfigError(f"dataset {data_dir} has no {split!r} samples (manifest counts: {held})")
 
 
-def load_faces(data_dir: str | Path, splits: Sequence[str], with_photos: bool = True,
-               manifest: Manifest | None = None) -> FaceSet:
+def load_faces(
+    data_dir: str | Path, splits: Sequence[str], with_photos: bool = True, manifest: Manifest | None = None
+) -> FaceSet:
     """Every sample of ``splits`` of the face shards in ``data_dir``, in manifest order.
 
     Args:
@@ -118,8 +119,10 @@ def load_faces(data_dir: str | Path, splits: Sequence[str], with_photos: bool = 
         for entry in manifest.shards_for(split):
             if entry.samples == 0:
                 continue
-            samples = [decode_sample(raw, fields=wanted, shard=entry.name)
-                       for raw in read_shard(str(data_dir / entry.name), wanted, entry.samples)]
+            samples = [
+                decode_sample(raw, fields=wanted, shard=entry.name)
+                for raw in read_shard(str(data_dir / entry.name), wanted, entry.samples)
+            ]
             batches.append(collate(samples))
             split_names += [split] * len(samples)
     keys = [k for b in batches for k in b.keys]
@@ -129,9 +132,15 @@ def load_faces(data_dir: str | Path, splits: Sequence[str], with_photos: bool = 
         return None if any(p is None for p in parts) else torch.cat(parts)
 
     return FaceSet(
-        keys=keys, subjects=[subject_of(k) for k in keys], splits=split_names,
-        shape=cat("shape"), identity=cat("identity"), diffuse=cat("diffuse"), specular=cat("specular"),
-        normals=cat("normals"), image=cat("image") if with_photos else None,
+        keys=keys,
+        subjects=[subject_of(k) for k in keys],
+        splits=split_names,
+        shape=cat("shape"),
+        identity=cat("identity"),
+        diffuse=cat("diffuse"),
+        specular=cat("specular"),
+        normals=cat("normals"),
+        image=cat("image") if with_photos else None,
         landmarks=cat("landmarks") if with_photos else None,
         meta=[m for b in batches for m in (b.meta or [])] if with_photos else None,
     )

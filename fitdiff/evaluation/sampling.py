@@ -26,19 +26,31 @@ DIVERSITY_STREAM = 1
 
 def derive_seed(seed: int, stream: int, index: int, sample: int) -> int:
     """A 63-bit seed for sample ``sample`` of item ``index`` of a stream (photos, diversity samples)."""
-    state = np.random.SeedSequence([int(seed), int(stream), int(index), int(sample)]).generate_state(2, np.uint32)
+    state = np.random.SeedSequence([int(seed), int(stream), int(index), int(sample)]).generate_state(
+        2, np.uint32
+    )
     return (int(state[0]) << 31) ^ int(state[1])
 
 
-def sample_generators(seed: int, indices: Sequence[int], k: int, stream: int = PHOTO_STREAM) -> list[torch.Generator]:
+def sample_generators(
+    seed: int, indices: Sequence[int], k: int, stream: int = PHOTO_STREAM
+) -> list[torch.Generator]:
     """``len(indices) * k`` fresh CPU generators: item-major (item 0's k samples first)."""
-    return [torch.Generator(device="cpu").manual_seed(derive_seed(seed, stream, i, j))
-            for i in indices for j in range(k)]
+    return [
+        torch.Generator(device="cpu").manual_seed(derive_seed(seed, stream, i, j))
+        for i in indices
+        for j in range(k)
+    ]
 
 
 @torch.no_grad()
-def sample_faces(pipeline, sampler: Sampler, generators: list[torch.Generator], identity: torch.Tensor | None,
-                 guidance_scale: float) -> FacePrediction:
+def sample_faces(
+    pipeline,
+    sampler: Sampler,
+    generators: list[torch.Generator],
+    identity: torch.Tensor | None,
+    guidance_scale: float,
+) -> FacePrediction:
     """Sample and decode one face per generator.
 
     Args:
@@ -52,7 +64,10 @@ def sample_faces(pipeline, sampler: Sampler, generators: list[torch.Generator], 
         The decoded faces on the CPU (maps and shape coefficients).
     """
     n = len(generators)
-    z = pipeline.sample(n, sampler, identity=identity, guidance_scale=float(guidance_scale), generator=generators)
+    z = pipeline.sample(
+        n, sampler, identity=identity, guidance_scale=float(guidance_scale), generator=generators
+    )
     face = pipeline.decode(z)
-    return FacePrediction(face.shape.float().cpu(), *(face.maps[m].float().cpu() for m in
-                                                     ("diffuse", "specular", "normals")))
+    return FacePrediction(
+        face.shape.float().cpu(), *(face.maps[m].float().cpu() for m in ("diffuse", "specular", "normals"))
+    )

@@ -24,12 +24,13 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from fitdiff.io import atomic_write_text
 
-__all__ = ["Column", "TableRow", "ResultTable", "summarize", "format_value"]
+__all__ = ["Column", "TableRow", "ResultTable", "RowAccumulator", "summarize", "format_value"]
 
 
 def summarize(values: Iterable[float] | np.ndarray) -> tuple[float, float]:
@@ -37,7 +38,9 @@ def summarize(values: Iterable[float] | np.ndarray) -> tuple[float, float]:
 
     Non-finite items propagate (an infinite PSNR gives an infinite mean and a NaN std).
     """
-    array = np.asarray(list(values) if not isinstance(values, np.ndarray) else values, dtype=np.float64).ravel()
+    array = np.asarray(
+        list(values) if not isinstance(values, np.ndarray) else values, dtype=np.float64
+    ).ravel()
     if array.size == 0:
         return math.nan, math.nan
     mean = float(array.mean())
@@ -98,6 +101,26 @@ class TableRow:
         return out
 
 
+class RowAccumulator:
+    """Per-item values of one row, gathered batch by batch (``add``), then :meth:`row`."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, list[np.ndarray]] = {}
+
+    def add(self, metrics: Mapping[str, Any], k: int = 1) -> None:
+        """Metric name -> (B * k,) values (item-major): each item's value is the mean of its k values
+        (e.g. k samples of one photo)."""
+        for name, v in metrics.items():
+            array = np.asarray(v.numpy() if hasattr(v, "numpy") else v, dtype=np.float64)
+            self.values.setdefault(name, []).append(array.reshape(-1, k).mean(1))
+
+    def row(self, method: str, n_samples: int = 1, count: str = "n_photos") -> TableRow:
+        """The :class:`TableRow`, counts ``{count: items, "n_samples": n_samples}``."""
+        values = {name: np.concatenate(parts) for name, parts in self.values.items()}
+        n = len(next(iter(values.values()))) if values else 0
+        return TableRow(method, values, {count: n, "n_samples": n_samples})
+
+
 class ResultTable:
     """Rows of one table, their CSV and Markdown forms.
 
@@ -108,7 +131,9 @@ class ResultTable:
         counts: count columns, in order (default: every count key of the rows, first-seen order).
     """
 
-    def __init__(self, rows: Sequence[TableRow], columns: Sequence[Column] = (), counts: Sequence[str] | None = None):
+    def __init__(
+        self, rows: Sequence[TableRow], columns: Sequence[Column] = (), counts: Sequence[str] | None = None
+    ):
         names = [r.method for r in rows]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -153,7 +178,10 @@ class ResultTable:
     def to_markdown(self, show_counts: bool = True) -> str:
         """A GitHub Markdown table: method, ``mean ± std`` per metric, the counts."""
         header = ["method", *(c.header for c in self.columns), *(self.counts if show_counts else [])]
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + [":---:"] * (len(header) - 1)) + "|"]
+        lines = [
+            "| " + " | ".join(header) + " |",
+            "|" + "|".join(["---"] + [":---:"] * (len(header) - 1)) + "|",
+        ]
         for record in self.records():
             cells = [str(record["method"])]
             for column in self.columns:
@@ -175,7 +203,11 @@ class ResultTable:
         return out
 
     def write(
-        self, directory: str | Path, name: str, title: str | None = None, header: Sequence[str] = (),
+        self,
+        directory: str | Path,
+        name: str,
+        title: str | None = None,
+        header: Sequence[str] = (),
         sections: Sequence[str] = (),
     ) -> tuple[Path, Path, str]:
         """Write ``<name>.csv`` and ``<name>.md`` into ``directory`` atomically.
