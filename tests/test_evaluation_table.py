@@ -127,12 +127,16 @@ def test_acceptance_checks_state_numbers_and_verdicts():
     )
     lines = acceptance_checks(table)
     spade = next(line for line in lines if line.startswith("conditional spade s=2:"))
-    assert "(+56% lower; >= 30%: yes)" in spade  # 1 - 4/9
+    assert "(56% lower; 30% lower needed: yes)" in spade  # 1 - 4/9
     assert "shape of the mean of samples 4.50 mm <= linear probe 5.00 mm: yes" in spade
     assert "diffuse below mean face 0.0900: yes" in spade
     none = next(line for line in lines if line.startswith("conditional none s=2:"))
-    assert "(+11% lower; >= 30%: NO)" in none and "shape below mean face 6.00 mm: NO" in none
+    assert "(11% lower; 30% lower needed: NO)" in none and "shape below mean face 6.00 mm: NO" in none
     assert (
         "none worse than spade at s=2: shape 8.00 mm vs 4.00 mm: yes; diffuse 0.1100 vs 0.0600: yes" in lines
     )
     assert acceptance_checks(ResultTable([_row("mean face", 1.0, 1.0)])) == []
+    worse = acceptance_checks(
+        ResultTable([_row("unconditional", 4.0, 0.1), _row("conditional x s=1", 5.0, 0.1)])
+    )
+    assert "(25% higher; 30% lower needed: NO)" in worse[0]

@@ -52,7 +52,8 @@ def acceptance_checks(table: ResultTable) -> list[str]:
                 drop = 1.0 - mine / uncond
                 parts.append(
                     f"{name} {fmt.format(mine)} vs unconditional {fmt.format(uncond)} "
-                    f"({drop:+.0%} lower; >= {REDUCTION:.0%}: {_yes(drop >= REDUCTION)})"
+                    f"({abs(drop):.0%} {'lower' if drop >= 0 else 'higher'}; {REDUCTION:.0%} lower needed: "
+                    f"{_yes(drop >= REDUCTION)})"
                 )
             if mean_face is not None:
                 parts.append(f"{name} below mean face {fmt.format(mean_face)}: {_yes(mine < mean_face)}")
