@@ -31,6 +31,7 @@ import logging
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
@@ -112,14 +113,20 @@ def _faces(folder: Path, n: int, uv: int) -> Path:
     return folder
 
 
+def _batches(loader) -> Iterator:
+    """The loader's batches, epoch after epoch."""
+    while True:
+        yield from loader
+
+
 def _loader_rate(dm: L.LightningDataModule, batches: int, warmup: int = 2) -> float:
     dm.setup("fit")
-    loader = iter(dm.train_dataloader())
+    stream = _batches(dm.train_dataloader())
     for _ in range(warmup):
-        next(loader)
+        next(stream)
     start = time.perf_counter()
     for _ in range(batches):
-        next(loader)
+        next(stream)
     return batches * dm.batch_size / (time.perf_counter() - start)
 
 
