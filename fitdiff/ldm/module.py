@@ -99,11 +99,13 @@ class LatentDiffusionModule(L.LightningModule):
         ema_decay: EMA decay (0.9999; warm-up min(decay, (1 + n) / (10 + n))); None disables the EMA.
         aux_losses: name -> ``_target_`` node of an auxiliary loss on the predicted x_0
             (:mod:`fitdiff.ldm.aux_losses`), each with its weight and timestep range.
-        guidance_scale: CFG scale of the validation samples.
-        gradient_clip_val: total gradient norm clip (None = off); passed to the trainer's clipping.
+        guidance_scale: the default CFG scale (validation samples, ``python -m fitdiff.sample``).
         val_timestep_buckets: validation loss also reported for this many equal timestep ranges.
-        sample_every_n_val: log a grid of samples every this many validations (0 = never).
-        n_log_samples: conditional (and as many unconditional) samples in the grid.
+        shape_model: ``_target_`` node of the dataset's PCA shape model (renders and meshes of samples;
+            e.g. ``fitdiff.synthetic.dataset_model.dataset_shape_model``); None = maps only.
+        autoencoder_sha256, autoencoder_config: recorded by the module itself (checkpoints).
+
+    Sample grids during training: the :class:`~fitdiff.callbacks.SampleGrid` callback.
     """
 
     def __init__(
@@ -123,8 +125,7 @@ class LatentDiffusionModule(L.LightningModule):
         aux_losses: Mapping[str, Mapping[str, Any]] | None = None,
         guidance_scale: float = 3.0,
         val_timestep_buckets: int = 4,
-        sample_every_n_val: int = 5,
-        n_log_samples: int = 4,
+        shape_model: Mapping[str, Any] | None = None,
         autoencoder_sha256: str | None = None,
         autoencoder_config: Mapping[str, Any] | None = None,
     ) -> None:
@@ -157,6 +158,7 @@ class LatentDiffusionModule(L.LightningModule):
                                 "torch.optim.AdamW", partial=True)
         scheduler = None if scheduler is None else config_node(scheduler, "fitdiff.optim.constant", partial=True)
         aux_losses = {k: config_node(v, "") for k, v in plain(dict(aux_losses or {})).items()}
+        shape_model = None if shape_model is None else plain(dict(shape_model))
         self.save_hyperparameters()
 
         self.layout = LatentLayout.from_dict(layout)
@@ -180,7 +182,7 @@ class LatentDiffusionModule(L.LightningModule):
         self.ema = DenoiserEMA(self.denoiser, ema_decay) if ema_decay is not None else None
         self.aux_losses = nn.ModuleDict({k: _build(v, f"model.aux_losses.{k}") for k, v in aux_losses.items()})
         build_scheduler(scheduler, build_optimizer(optimizer, [nn.Parameter(torch.zeros(1))], "model.optimizer"))
-        self._n_validations = 0
+        self._shape_model: Any = None
 
     # ------------------------------------------------------------------------------ parts
 
@@ -210,6 +212,17 @@ class LatentDiffusionModule(L.LightningModule):
         net = self.ema.module if ema and self.ema is not None else self.denoiser
         return FitDiffPipeline(net, self.autoencoder, self.layout, self.stats.to(self.device),
                                self.objective.prediction_type)
+
+    def shape_model(self) -> Any:
+        """The PCA shape model of ``model.shape_model`` (built once, on this module's device), or None."""
+        node = self.hparams.shape_model
+        if node is None:
+            return None
+        if self._shape_model is None:
+            from fitdiff.ldm.aux_losses import build_shape_model
+
+            self._shape_model = build_shape_model(node)
+        return self._shape_model.to(self.device)
 
     def build_sampler(self, **overrides: Any) -> Sampler:
         """The configured validation sampler (``num_inference_steps=...`` etc. override its keys)."""
@@ -304,8 +317,6 @@ class LatentDiffusionModule(L.LightningModule):
                 uncond = torch.ones(b, dtype=torch.bool, device=self.device)
                 loss_u, _, _ = self._diffusion_loss(net, lb, t, noise, uncond)
                 self.log(f"{stage}/uncond_loss", loss_u.mean(), batch_size=b, sync_dist=True)
-        if stage == "val" and batch_idx == 0:
-            self._maybe_log_samples(lb)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._evaluate(batch, batch_idx, "val")
@@ -313,26 +324,7 @@ class LatentDiffusionModule(L.LightningModule):
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._evaluate(batch, batch_idx, "test")
 
-    def on_validation_epoch_end(self) -> None:
-        if not self.trainer.sanity_checking:
-            self._n_validations += 1
-
-    def _maybe_log_samples(self, lb: LatentBatch) -> None:
-        every = int(self.hparams.sample_every_n_val)
-        if every <= 0 or self.trainer.sanity_checking or self._n_validations % every or self.global_rank != 0:
-            return
-        from fitdiff.ldm.previews import log_sample_grid
-
-        log_sample_grid(self, lb, n=int(self.hparams.n_log_samples))
-
     # ------------------------------------------------------------------------------ checkpoints
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["fitdiff"] = {"autoencoder_sha256": self.hparams.autoencoder_sha256,
-                                 "n_validations": self._n_validations}
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._n_validations = int((checkpoint.get("fitdiff") or {}).get("n_validations", 0))
 
     def denoiser_modules(self) -> Sequence[nn.Module]:
         """The trained networks (raw, EMA)."""
