@@ -40,8 +40,8 @@ from fitdiff.config.errors import ConfigError
 from fitdiff.diffusion import DiffusionObjective, Sampler, alphas_cumprod
 from fitdiff.io import sha256_file
 from fitdiff.ldm.ema import DenoiserEMA
-from fitdiff.ldm.layout import LatentLayout, LatentStats
 from fitdiff.ldm.latent_batch import LatentBatch, latent_batch
+from fitdiff.ldm.layout import LatentLayout, LatentStats
 from fitdiff.ldm.pipeline import FitDiffPipeline
 from fitdiff.optim import build_optimizer, build_scheduler, config_node, plain
 
