@@ -65,5 +65,17 @@ def test_spade_conditioner_prepares_one_map_per_level():
     cond = SpadeConditioner(512, map_channels=4, map_res=8, hidden=8)
     ctx = cond(torch.randn(2, 512), [(16, 16), (8, 8), (4, 4)])
     assert sorted(ctx.maps) == [(4, 4), (8, 8), (16, 16)]
-    assert ctx.map_at((8, 8)) is ctx.maps[(8, 8)] is ctx.base_map
+    # finer features than the map read the map itself; coarser ones a shrunk copy
+    assert ctx.map_at((16, 16)) is ctx.map_at((8, 8)) is ctx.base_map
+    assert ctx.map_at((4, 4)).shape == (2, 4, 4, 4)
     assert ctx.map_at((2, 2)).shape == (2, 4, 2, 2)  # an unprepared size is resized on demand
+    assert ctx.map_at((32, 6)).shape == (2, 4, 8, 6)
+
+
+@pytest.mark.parametrize("src,dst", [((4, 4), (16, 16)), ((2, 3), (8, 12)), ((4, 4), (4, 4)), ((3, 4), (7, 9)),
+                                     ((8, 8), (64, 64)), ((1, 1), (4, 4))])
+def test_enlarging_equals_bilinear_interpolation(src, dst):
+    field = torch.randn(2, 5, *src, dtype=torch.float64)
+    expected = F.interpolate(field, size=dst, mode="bilinear", align_corners=False)
+    assert torch.allclose(ConditionContext().enlarge(field, dst), expected, rtol=0, atol=1e-12)
+    assert torch.allclose(ConditionContext().enlarge(field.float(), dst), expected.float(), rtol=0, atol=1e-6)
