@@ -77,7 +77,8 @@ def _read_latent_info(latents: str | Path) -> dict[str, Any]:
     from fitdiff.data.latent_manifest import load_latent_manifest
 
     manifest = load_latent_manifest(latents)
-    return {"layout": manifest.layout, "stats": manifest.stats, "autoencoder_sha256": manifest.autoencoder_sha256}
+    return {"layout": manifest.layout, "stats": manifest.stats, "autoencoder_sha256": manifest.autoencoder_sha256,
+            "recognizer": manifest.source.get("recognizer")}
 
 
 class LatentDiffusionModule(L.LightningModule):
@@ -103,6 +104,8 @@ class LatentDiffusionModule(L.LightningModule):
         val_timestep_buckets: validation loss also reported for this many equal timestep ranges.
         shape_model: ``_target_`` node of the dataset's PCA shape model (renders and meshes of samples;
             e.g. ``fitdiff.synthetic.dataset_model.dataset_shape_model``); None = maps only.
+        recognizer: id of the recognizer that made the training embeddings (``name@sha256:<hex>``; read
+            from the latent manifest): a photo given as identity must be embedded by the same network.
         autoencoder_sha256, autoencoder_config: recorded by the module itself (checkpoints).
 
     Sample grids during training: the :class:`~fitdiff.callbacks.SampleGrid` callback.
@@ -126,6 +129,7 @@ class LatentDiffusionModule(L.LightningModule):
         guidance_scale: float = 3.0,
         val_timestep_buckets: int = 4,
         shape_model: Mapping[str, Any] | None = None,
+        recognizer: str | None = None,
         autoencoder_sha256: str | None = None,
         autoencoder_config: Mapping[str, Any] | None = None,
     ) -> None:
@@ -143,6 +147,8 @@ class LatentDiffusionModule(L.LightningModule):
             stats = info["stats"] if stats is None else stats
             if autoencoder_sha256 is None:
                 autoencoder_sha256 = info["autoencoder_sha256"]
+            if recognizer is None:
+                recognizer = info["recognizer"]
         if autoencoder_sha256 is None and Path(autoencoder).is_file():
             autoencoder_sha256 = sha256_file(autoencoder)
         layout, stats = plain(dict(layout)), plain(dict(stats))
@@ -171,7 +177,8 @@ class LatentDiffusionModule(L.LightningModule):
                               f"{self.layout.map_channels}: latents made by another autoencoder?")
         self.autoencoder = ae
         self.denoiser = _build(net, "model.net")
-        if getattr(self.denoiser, "in_channels", self.layout.channels) != self.layout.channels:
+        config = getattr(self.denoiser, "config", {})
+        if config.get("in_channels", self.layout.channels) != self.layout.channels:
             raise ConfigError(f"model.net.in_channels={net['in_channels']} but the latent has {self.layout.channels}")
         self.noise_scheduler = _build(noise_scheduler, "model.noise_scheduler")
         self.objective: DiffusionObjective = _build(objective, "model.objective")
@@ -221,7 +228,8 @@ class LatentDiffusionModule(L.LightningModule):
         if self._shape_model is None:
             from fitdiff.ldm.aux_losses import build_shape_model
 
-            self._shape_model = build_shape_model(node)
+            # kept outside the module tree: not trained, not in checkpoints (rebuilt from the node)
+            object.__setattr__(self, "_shape_model", build_shape_model(node).requires_grad_(False))
         return self._shape_model.to(self.device)
 
     def build_sampler(self, **overrides: Any) -> Sampler:
