@@ -110,7 +110,7 @@ class AttentionBlock(nn.Module):
 
     Self-attention: norm -> fused qkv projection -> ``scaled_dot_product_attention`` over the H*W positions
     with ``heads`` heads -> output projection (zero-initialised) -> residual. With ``context_dim`` set, a
-    second residual step attends from the positions (GroupNorm, query projection) to ``ctx.tokens``
+    second residual step attends from the positions (a second norm, query projection) to ``ctx.tokens``
     (B, T, context_dim) (key/value projections), its output projection zero-initialised too.
     """
 
@@ -121,7 +121,8 @@ class AttentionBlock(nn.Module):
         self.norm = make_norm(channels)
         self.qkv = nn.Linear(channels, 3 * channels)
         self.proj_out = zero_(nn.Linear(channels, channels))
-        self.cross = CrossAttention(channels, context_dim, self.heads) if context_dim is not None else None
+        self.cross = (CrossAttention(channels, context_dim, self.heads, make_norm) if context_dim is not None
+                      else None)
 
     def forward(self, x: torch.Tensor, ctx: Any = None) -> torch.Tensor:
         b, c, h, w = x.shape
@@ -130,25 +131,27 @@ class AttentionBlock(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, h * w, c)
         x = x + self.proj_out(out).transpose(1, 2).reshape(b, c, h, w)
         if self.cross is not None:
-            x = self.cross(x, ctx.tokens)
+            x = self.cross(x, ctx)
         return x
 
 
 class CrossAttention(nn.Module):
-    """Residual cross-attention from spatial positions (B, C, H, W) to tokens (B, T, context_dim)."""
+    """Residual cross-attention from spatial positions (B, C, H, W) to condition tokens (B, T, context_dim)."""
 
-    def __init__(self, channels: int, context_dim: int, heads: int) -> None:
+    def __init__(self, channels: int, context_dim: int, heads: int, make_norm: NormFactory) -> None:
         super().__init__()
         self.heads = heads
-        self.norm = nn.GroupNorm(math.gcd(channels, 32), channels)
+        self.norm = make_norm(channels)
         self.to_q = nn.Linear(channels, channels)
         self.to_kv = nn.Linear(context_dim, 2 * channels)
         self.proj_out = zero_(nn.Linear(channels, channels))
 
-    def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ctx: Any) -> torch.Tensor:
+        """``ctx.tokens``: (B, T, context_dim)."""
+        tokens = ctx.tokens
         b, c, h, w = x.shape
         d = c // self.heads
-        q = self.to_q(self.norm(x).flatten(2).transpose(1, 2)).view(b, h * w, self.heads, d).transpose(1, 2)
+        q = self.to_q(self.norm(x, ctx).flatten(2).transpose(1, 2)).view(b, h * w, self.heads, d).transpose(1, 2)
         k, v = self.to_kv(tokens.to(q.dtype)).view(b, tokens.shape[1], 2, self.heads, d).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, h * w, c)
         return x + self.proj_out(out).transpose(1, 2).reshape(b, c, h, w)
