@@ -34,3 +34,49 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def latent_dataset(tmp_path_factory):
+    """A tiny face dataset (32x32 maps, 6 shape coefficients), a tiny autoencoder (factor 2) and its
+    pre-encoded latents (16x16 grid, as the quickstart's); ``overrides`` point a diffusion experiment at them.
+    """
+    from types import SimpleNamespace
+
+    from fitdiff.autoencoder import BranchedVQAutoencoder, export_safetensors
+    from fitdiff.data import DatasetWriter, random_sample, random_spec
+    from fitdiff.ldm.encode import encode_latents
+
+    root = tmp_path_factory.mktemp("latent_dataset")
+    spec = random_spec(uv_resolution=32, shape_dim=6)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with DatasetWriter(root / "faces", spec, samples_per_shard=8) as writer:
+            for i in range(24):
+                split = "train" if i < 16 else "val" if i < 20 else "test"
+                writer.write(split, random_sample(f"s{i // 2}_{i % 2}", spec, i))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            net = BranchedVQAutoencoder(ch=8, ch_mult=[1, 2], num_res_blocks=1, embed_dim=2,
+                                        quantizer=dict(n_codes=16))
+        ae = export_safetensors(net, root / "ae.safetensors")
+        encode_latents(ae, root / "faces", root / "latents", device="cpu", progress=False, batch_size=8)
+        from fitdiff.face.synthetic_recognizer import RecognizerNet
+        from fitdiff.synthetic.recognizer_training import save_recognizer_weights
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            save_recognizer_weights(RecognizerNet(), root / "recognizer.safetensors")
+    finally:
+        torch.set_num_threads(threads)
+    shape_model = "{_target_:fitdiff.face.make_procedural_shape_model,n_vertices:600,n_components:6,seed:0}"
+    overrides = [
+        f"model.autoencoder={ae}",
+        f"data.data_dir={root / 'latents'}",
+        "model.shape_model=null",
+        f"+model.shape_model={shape_model}",
+    ]
+    return SimpleNamespace(root=root, faces=root / "faces", latents=root / "latents", autoencoder=ae,
+                           recognizer=root / "recognizer.safetensors", overrides=overrides, shape_dim=6)
+

@@ -22,3 +22,9 @@ def run_script(*args: str, cwd: Path | None = None, timeout: float = 300, env: d
         stdin=subprocess.DEVNULL,
         env=full_env,
     )
+
+
+def diffusion_overrides(name: str, dataset) -> list[str]:
+    """``latent_dataset`` overrides for experiment ``name`` (the aux one also needs the recognizer)."""
+    extra = [f"model.aux_losses.identity.recognizer_weights={dataset.recognizer}"] if "aux" in name else []
+    return [*dataset.overrides, *extra]

@@ -11,7 +11,7 @@ from fitdiff.config import ConfigError, validate_config
 from fitdiff.config.instantiate import instantiate_callbacks, instantiate_loggers
 from fitdiff.config.validate import check_value_type
 from fitdiff.quickstart import experiment_names
-from helpers import run_script
+from helpers import diffusion_overrides, run_script
 
 EXPERIMENTS = experiment_names()
 
@@ -20,9 +20,16 @@ def test_there_are_experiments():
     assert "smoke" in EXPERIMENTS
 
 
+def _is_diffusion(name: str, compose_train) -> bool:
+    return compose_train(name).model._target_ == "fitdiff.ldm.LatentDiffusionModule"
+
+
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_experiment_composes_validates_and_instantiates(name, compose_train):
-    cfg = compose_train(name)
+def test_experiment_composes_validates_and_instantiates(name, compose_train, request):
+    # diffusion experiments need an autoencoder file and latents: the tiny ones of the latent_dataset fixture
+    overrides = (diffusion_overrides(name, request.getfixturevalue("latent_dataset"))
+                 if _is_diffusion(name, compose_train) else [])
+    cfg = compose_train(name, *overrides)
     validate_config(cfg)
     assert cfg.task_name  # experiments name their runs
     assert instantiate(cfg.data) is not None

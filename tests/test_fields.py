@@ -41,6 +41,10 @@ def test_composed_experiments_read_a_stage_field_list(name, compose_train):
         assert fields is not None and tuple(fields) == AUTOENCODER_FIELDS, name
         model_maps = [names for names in _map_names(OmegaConf.to_container(cfg.model, resolve=False))]
         assert model_maps and all(names == REFLECTANCE_MAPS for names in model_maps), (name, model_maps)
+    elif cfg.data._target_ == "fitdiff.data.LatentDataModule":  # pre-encoded latents: their own members
+        from fitdiff.data.latents import LATENT_FIELDS
+
+        assert fields is None or set(fields) <= set(LATENT_FIELDS), f"{name}: data.fields {list(fields)}"
     elif fields is not None:
         assert tuple(fields) in STAGE_FIELDS.values(), f"{name}: data.fields {list(fields)} is no stage's list"
 

@@ -99,7 +99,7 @@ class IdentityLoss(_LowNoiseLoss):
                  recognizer: str = "synthetic_recognizer", recognizer_weights: str | None = None,
                  max_samples: int = 8) -> None:
         super().__init__(weight, max_timestep)
-        self.scene = FaceScene(build_shape_model(shape_model))
+        self.scene = FaceScene(build_shape_model(shape_model), landmarks="5")  # the 5 ArcFace points
         kwargs = {} if recognizer_weights is None else {"weights": recognizer_weights}
         encoder: IdentityEncoder = build_identity_encoder(recognizer, **kwargs)
         self.encoder = encoder.freeze()
