@@ -13,6 +13,14 @@ so running it twice is cheap. Stages, in order:
 4. ``autoencoder`` — train ``experiment=quickstart_ae`` for its fixed budget of 1000 steps (12-24
    minutes on 2 idle CPU cores, by machine; every machine stops at the same step) unless a finished run is there,
    export its weights as safetensors and print its validation metrics.
+5. ``latents``     — encode the dataset with the exported autoencoder into ``data/synthetic_latents``
+   (``data_prep/encode_latents.py``) unless latents of that very file are there.
+6. ``diffusion``   — train ``experiment=quickstart_ldm`` for its fixed step budget unless a finished run
+   is there (``--ablations`` also trains ``experiment=ablation_none``).
+7. ``samples``     — ``python -m fitdiff.sample``: unconditional avatars and avatars of a held-out identity
+   (OBJ + GLB + grid.png).
+8. ``evaluate``    — ``python evaluate.py table=conditioning``: the conditioning table and the diversity
+   report on held-out photos, printed and written to ``evaluate/``.
 
 Each later stage of the method (dataset, autoencoder, diffusion, guided reconstruction, evaluation)
 adds itself here as it lands.
@@ -162,6 +170,89 @@ def _stage_autoencoder(out_dir: Path) -> None:
         log.info("autoencoder, last validation: %s", _describe(rows[-1]))
 
 
+def _latents_dir() -> Path:
+    return REPO_ROOT / "data" / "synthetic_latents"
+
+
+def _stage_latents(out_dir: Path) -> None:
+    from fitdiff.data.latent_manifest import LATENT_MANIFEST_NAME, load_latent_manifest
+    from fitdiff.io import sha256_file
+
+    weights, latents = out_dir / "autoencoder" / "autoencoder.safetensors", _latents_dir()
+    if (latents / LATENT_MANIFEST_NAME).is_file():
+        if load_latent_manifest(latents).autoencoder_sha256 == sha256_file(weights):
+            log.info("reusing the latents in %s (encoded by %s)", latents, weights)
+            return
+        log.info("the latents in %s come from another autoencoder: re-encoding", latents)
+    _run_entry_point("data_prep/encode_latents.py", ["--autoencoder", str(weights), "--data", str(_synthetic_dir()),
+                                                     "--out", str(latents), "--overwrite"])
+
+
+def _finished(run_dir: Path) -> bool:
+    """A diffusion run whose last checkpoint reached its configured ``trainer.max_steps``."""
+    import torch
+    from omegaconf import OmegaConf
+
+    last, config = run_dir / "checkpoints" / "last.ckpt", run_dir / "config_resolved.yaml"
+    if not last.is_file() or not config.is_file():
+        return False
+    steps = OmegaConf.load(config).trainer.max_steps
+    return int(torch.load(last, map_location="cpu", weights_only=True).get("global_step", -1)) >= int(steps)
+
+
+def _diffusion_runs(out_dir: Path, ablations: bool) -> dict[str, Path]:
+    names = ["quickstart_ldm"] + (["ablation_none"] if ablations else [])
+    return {name: out_dir / ("ldm" if name == "quickstart_ldm" else name) for name in names}
+
+
+def _stage_diffusion(out_dir: Path, ablations: bool = False) -> None:
+    weights = out_dir / "autoencoder" / "autoencoder.safetensors"
+    for name, run_dir in _diffusion_runs(out_dir, ablations).items():
+        if _finished(run_dir):
+            log.info("reusing the finished diffusion run %s (delete it to retrain)", run_dir)
+            continue
+        last = run_dir / "checkpoints" / "last.ckpt"
+        resume = [f"ckpt_path={last}"] if last.is_file() else []
+        _run_entry_point("train.py", [f"experiment={name}", "logger=csv", f"paths.data_dir={REPO_ROOT / 'data'}",
+                                      f"model.autoencoder={weights}", f"hydra.run.dir={run_dir}", *resume])
+        rows = [r for r in _validations(run_dir / "csv" / "metrics.csv") if "val/ema_loss" in r]
+        if rows:
+            log.info("%s, last validation: val/loss %.4f, val/ema_loss %.4f, val/uncond_loss %.4f", name,
+                     rows[-1].get("val/loss", float("nan")), rows[-1]["val/ema_loss"],
+                     rows[-1].get("val/uncond_loss", float("nan")))
+
+
+def _held_out_embedding(out_dir: Path) -> Path:
+    """The id.npy of the first held-out (val) photo, saved as a file for ``fitdiff.sample --identity``."""
+    import numpy as np
+
+    from fitdiff.data import decode_sample, load_manifest, read_shard
+
+    data = _synthetic_dir()
+    shard = load_manifest(data).shards_for("val")[0]
+    raw = next(iter(read_shard(str(data / shard.name), fields=("identity",))))
+    sample = decode_sample(raw, fields=("identity",), shard=shard.name)
+    path = out_dir / "samples" / f"identity_{sample.key}.npy"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, sample.identity)
+    return path
+
+
+def _stage_samples(out_dir: Path) -> None:
+    ckpt = out_dir / "ldm" / "checkpoints" / "last.ckpt"
+    _run_entry_point("-m", ["fitdiff.sample", "--ckpt", str(ckpt), "--n", "8", "--seed", "0",
+                            "--out", str(out_dir / "samples" / "unconditional")])
+    identity = _held_out_embedding(out_dir)
+    _run_entry_point("-m", ["fitdiff.sample", "--ckpt", str(ckpt), "--n", "4", "--seed", "0", "--identity",
+                            str(identity), "--out", str(out_dir / "samples" / "conditional")])
+
+
+def _stage_evaluate(out_dir: Path, ablations: bool = False) -> None:
+    ckpts = [str(run / "checkpoints" / "last.ckpt") for run in _diffusion_runs(out_dir, ablations).values()]
+    _run_entry_point("evaluate.py", ["table=conditioning", f"ckpts=[{','.join(ckpts)}]",
+                                     f"paths.data_dir={REPO_ROOT / 'data'}", f"hydra.run.dir={out_dir / 'evaluate'}"])
+
+
 SYNTHETIC_ARGS = [
     "--subjects",
     "200",
@@ -181,7 +272,13 @@ STAGES: list[Stage] = [
     Stage("configs", "compose and validate every experiment config", _stage_configs),
     Stage("dataset", "embedded synthetic fitted dataset + identity verification", _stage_dataset),
     Stage("autoencoder", "train the quickstart branched VQGAN (quickstart_ae, 1000 steps)", _stage_autoencoder),
+    Stage("latents", "pre-encode the dataset with the exported autoencoder", _stage_latents),
+    Stage("diffusion", "train the quickstart SPADE latent diffusion (quickstart_ldm)", _stage_diffusion),
+    Stage("samples", "unconditional and identity-conditioned avatars (python -m fitdiff.sample)", _stage_samples),
+    Stage("evaluate", "the conditioning table on held-out photos (evaluate.py table=conditioning)", _stage_evaluate),
 ]
+#: stages that also run the conditioning ablation with --ablations
+ABLATION_STAGES = ("diffusion", "evaluate")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, default=REPO_ROOT / "outputs" / "quickstart", help="output folder"
     )
     parser.add_argument("--only", nargs="*", choices=[s.name for s in STAGES], help="run only these stages")
+    parser.add_argument("--ablations", action="store_true",
+                        help="also train experiment=ablation_none and put it in the conditioning table")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s", datefmt="%H:%M:%S")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -200,7 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     for index, stage in enumerate(selected, 1):
         log.info("── stage %d/%d: %s — %s", index, len(selected), stage.name, stage.description)
         start = time.perf_counter()
-        stage.run(args.out)
+        if stage.name in ABLATION_STAGES:
+            stage.run(args.out, ablations=args.ablations)  # type: ignore[call-arg]
+        else:
+            stage.run(args.out)
         timings.append((stage.name, time.perf_counter() - start))
     log.info("quickstart finished: %s", ", ".join(f"{n} {t:.1f}s" for n, t in timings))
     log.info("outputs in %s", args.out)
