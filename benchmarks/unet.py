@@ -11,7 +11,9 @@ scale-shift timestep conditioning and the same channels per attention head, so w
 ``conditioning=none`` both networks are the same function class with nearly the same parameter count.
 The conditioned variants get unit-norm 512-d embeddings with 10% of the rows unconditional.
 Every repeat times each model once, in turn, so load on a shared machine hits all of them alike;
-the table shows the median over ``--repeats`` after two warm-up steps each. ``bfloat16`` runs the
+the table shows the median over ``--repeats`` after two warm-up steps each, in wall time and, on the
+CPU, in process CPU time (steadier than wall time on a busy machine, and equal to it on one thread of
+an idle one). ``bfloat16`` runs the
 float32 weights under autocast. Presets: ``quickstart`` (latent 16x16, 10 channels, 64 x [1, 2, 2],
 attention at factor 4, batch 32, SPADE map 32 x 4 x 4), ``mid`` (32x32, 13 channels, 96 x [1, 2, 3, 4],
 attention at 2, 4, 8, batch 8, map 64 x 8 x 8), ``full`` (64x64, 13 channels, 192 x [1, 2, 3, 4], attention
@@ -119,14 +121,17 @@ def run_preset(name: str, p: dict, args: argparse.Namespace, dev: torch.device) 
         for _ in range(2):
             fn()
     times = {key: [] for key in steps}
+    cpu_times = {key: [] for key in steps}
     for _ in range(args.repeats):
         for key, fn in steps.items():
             sync()
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             fn()
             sync()
             times[key].append((time.perf_counter() - start) * 1e3)
+            cpu_times[key].append((time.process_time() - cpu_start) * 1e3)
     ms = {key: statistics.median(v) for key, v in times.items()}
+    cpu = {key: statistics.median(v) for key, v in cpu_times.items()}
     peer_ms, none_ms = ms["diffusers UNet2DModel"], ms["ours, none"]
     what = "forward + backward" + (" + AdamW step" if args.optimizer else "")
     log.info("")
@@ -134,14 +139,23 @@ def run_preset(name: str, p: dict, args: argparse.Namespace, dev: torch.device) 
              "%d channels per head, SPADE map %d x %dx%d, %s, %s; median of %d", name, b, n, n, c,
              p["model_channels"], p["channel_mult"], p["attention"], args.num_res_blocks, args.head_channels,
              p["map_channels"], p["map_res"], p["map_res"], args.dtype, what, args.repeats)
-    log.info("| model | parameters | ms / step | ratio to diffusers | ratio to ours, none |")
-    log.info("|---|---:|---:|---:|---:|")
+    on_cpu = dev.type == "cpu"
+    log.info("| model | parameters | ms / step | ratio to diffusers | ratio to ours, none |%s",
+             " CPU ms / step | CPU ratio to diffusers | CPU ratio to ours, none |" if on_cpu else "")
+    log.info("|---|---:|---:|---:|---:|%s", "---:|---:|---:|" if on_cpu else "")
+    peer_cpu, none_cpu = cpu["diffusers UNet2DModel"], cpu["ours, none"]
     for key in steps:
-        log.info("| %s | %.2fM | %.1f | %.2f | %.2f |", key, params[key] / 1e6, ms[key], ms[key] / peer_ms,
-                 ms[key] / none_ms)
-    log.info("RATIO ours(none) / diffusers = %.2f", none_ms / peer_ms)
+        extra = (f" {cpu[key]:.1f} | {cpu[key] / peer_cpu:.2f} | {cpu[key] / none_cpu:.2f} |" if on_cpu else "")
+        log.info("| %s | %.2fM | %.1f | %.2f | %.2f |%s", key, params[key] / 1e6, ms[key], ms[key] / peer_ms,
+                 ms[key] / none_ms, extra)
+
+    def ratio(name: str, a: str, b: str) -> None:
+        cpu_part = f" (CPU time {cpu[a] / cpu[b]:.2f})" if on_cpu else ""
+        log.info("RATIO %s = %.2f%s", name, ms[a] / ms[b], cpu_part)
+
+    ratio("ours(none) / diffusers", "ours, none", "diffusers UNet2DModel")
     for variant in args.variants:
-        log.info("RATIO ours(%s) / ours(none) = %.2f", variant, ms[f"ours, {variant}"] / none_ms)
+        ratio(f"ours({variant}) / ours(none)", f"ours, {variant}", "ours, none")
 
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
