@@ -226,7 +226,7 @@ def test_save_and_load_are_bit_exact(conditioning, tmp_path):
     assert (tmp_path / "config.json").is_file()
     loaded = ConditionedUNet.from_pretrained(tmp_path).eval()
     def public(config) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items() if not k.startswith("_")}
+        return {k: v for k, v in config.items() if not k.startswith("_")}
 
     assert public(loaded.config) == public(model.config)
     a, b = model.state_dict(), loaded.state_dict()
@@ -236,3 +236,14 @@ def test_save_and_load_are_bit_exact(conditioning, tmp_path):
     x, t, cond = inputs()
     with torch.no_grad():
         assert torch.equal(model(x, t, cond), loaded(x, t, cond))
+
+
+def test_config_from_omegaconf_lists_saves(tmp_path):
+    """Hydra passes ListConfig values; the saved config holds plain lists."""
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.create({"channel_mult": [1, 2], "attention_resolutions": [2]})
+    model = small_unet("none", channel_mult=node.channel_mult, attention_resolutions=node.attention_resolutions)
+    assert model.config.channel_mult == [1, 2] and model.config.attention_resolutions == [2]
+    model.save_pretrained(tmp_path)
+    assert ConditionedUNet.from_pretrained(tmp_path).config.channel_mult == [1, 2]

@@ -82,6 +82,9 @@ class ConditionedUNet(ModelMixin, ConfigMixin):
         gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
+        # plain lists in the saved config, whatever sequence type came in (e.g. an OmegaConf ListConfig)
+        channel_mult, attention_resolutions = [int(m) for m in channel_mult], [int(f) for f in attention_resolutions]
+        self.register_to_config(channel_mult=channel_mult, attention_resolutions=attention_resolutions)
         if conditioning not in CONDITIONINGS:
             raise ValueError(f"conditioning={conditioning!r}: expected one of {', '.join(CONDITIONINGS)}")
         levels = len(channel_mult)
