@@ -87,7 +87,13 @@ def load_identity(path: str | Path, recognizer: str | None = None, weights: str 
     points = None
     if landmarks is not None:
         points = five_point_landmarks(np.load(landmarks, allow_pickle=False).astype(np.float32))
-    detector = FaceDetector() if points is None else None
+    detector = None
+    if points is None:
+        try:
+            detector = FaceDetector()
+        except Exception as exc:  # the detector's weights are a named asset: say which photo needed them
+            raise RuntimeError(f"--identity {path}: no --landmarks given, and face detection is not available: "
+                               f"{exc}") from exc
     points = landmarks_for(image, points, detector, source=str(path))
     name = recognizer or (recorded.split("@", 1)[0] if recorded else "arcface_ir_se50")
     kwargs: dict[str, Any] = {}
