@@ -17,6 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# the same resampling as the autoencoder's (strided conv down, nearest + conv up)
+from fitdiff.autoencoder.blocks import Downsample, Upsample
+
 __all__ = [
     "AttentionBlock",
     "Downsample",
@@ -155,28 +158,6 @@ class CrossAttention(nn.Module):
         k, v = self.to_kv(tokens.to(q.dtype)).view(b, tokens.shape[1], 2, self.heads, d).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, h * w, c)
         return x + self.proj_out(out).transpose(1, 2).reshape(b, c, h, w)
-
-
-class Downsample(nn.Module):
-    """Strided 3x3 convolution: (B, C, H, W) -> (B, C, H/2, W/2) for even H, W."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
-
-
-class Upsample(nn.Module):
-    """Nearest-neighbour x2 then 3x3 convolution: (B, C, H, W) -> (B, C, 2H, 2W)."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
 class Stage(nn.Module):
