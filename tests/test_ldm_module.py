@@ -146,3 +146,13 @@ def test_every_diffusion_experiment_runs_one_training_step(name, latent_dataset,
     assert torch.isfinite(torch.tensor(metrics["train/loss"]))
     if "aux" in name:
         assert "train/shape_loss" in metrics
+
+
+@pytest.mark.slow
+def test_bf16_mixed_training_step_on_cpu(latent_dataset, compose_train):
+    """The autocast path (bf16-mixed, as trainer=gpu uses) runs the module's step and validation."""
+    cfg = compose_train("quickstart_ldm", *latent_dataset.overrides, *TINY_NET, "logger=none",
+                        "+trainer.fast_dev_run=1", "trainer.precision=bf16-mixed", "data.batch_size=2",
+                        "callbacks.sample_grid.every_n_validations=0", "extras.print_config=false")
+    metrics = train(cfg)
+    assert torch.isfinite(torch.tensor([metrics["train/loss"], metrics["val/ema_loss"]])).all()
