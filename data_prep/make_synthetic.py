@@ -19,6 +19,7 @@ import sys
 
 from fitdiff.synthetic.generate import SyntheticConfig, generate_dataset
 from fitdiff.synthetic.recognizer_training import RecognizerTrainingConfig
+from fitdiff.synthetic.shape_space import SHAPE_SPACES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +53,28 @@ def main(argv: list[str] | None = None) -> int:
         help="'train' (default), 'arcface_random', or synthetic-recognizer weights to reuse",
     )
     parser.add_argument(
-        "--recognizer-images", type=int, default=12, help="extra renders per training subject"
+        "--shape-space",
+        default=SyntheticConfig.shape_space,
+        choices=SHAPE_SPACES,
+        help="procedural shape model without its similarity directions ('observable') or as it is",
+    )
+    parser.add_argument(
+        "--recognizer-images",
+        type=int,
+        default=SyntheticConfig.recognizer_images,
+        help="extra renders per training subject",
+    )
+    parser.add_argument(
+        "--recognizer-shared-images",
+        type=int,
+        default=SyntheticConfig.recognizer_shared_images,
+        help="renders per training subject wearing a shared-pool appearance (only the shape identifies them)",
+    )
+    parser.add_argument(
+        "--appearance-pool",
+        type=int,
+        default=SyntheticConfig.appearance_pool,
+        help="appearances in the shared pool",
     )
     parser.add_argument("--recognizer-epochs", type=int, default=RecognizerTrainingConfig.epochs)
     parser.add_argument("--samples-per-shard", type=int, default=256)
@@ -79,7 +101,10 @@ def main(argv: list[str] | None = None) -> int:
             n_vertices=args.n_vertices,
             n_components=args.n_components,
             recognizer=args.recognizer,
+            shape_space=args.shape_space,
             recognizer_images=args.recognizer_images,
+            recognizer_shared_images=args.recognizer_shared_images,
+            appearance_pool=args.appearance_pool,
             training=RecognizerTrainingConfig(epochs=args.recognizer_epochs),
             samples_per_shard=args.samples_per_shard,
             overwrite=args.overwrite,

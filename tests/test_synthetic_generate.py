@@ -69,7 +69,7 @@ def test_manifest_counts_and_files(built):
     assert [e.samples for e in manifest.shards_for("train")] == [4, 4]
     sha = sha256_file(out / RECOGNIZER_FILE)
     assert manifest.recognizer == recognizer_id(sha) == report.recognizer
-    assert manifest.shape_model == "procedural-v1-1998v-10k-s0"
+    assert manifest.shape_model == "procedural-observable-v1-1998v-10k-s0"
     assert manifest.spec.image_resolution == 48 and manifest.spec.uv_resolution == 16
     record = json.loads((out / REPORT_FILE).read_text())
     assert record["recognizer"]["sha256"] == sha and record["counts"] == manifest.counts
@@ -101,7 +101,8 @@ def test_samples_hold_consistent_ground_truth(built):
         by_subject.setdefault(sample.subject, []).append(sample)
         assert np.isfinite(sample.normals.astype(np.float32)).all()
         assert np.allclose(np.linalg.norm(sample.normals.astype(np.float32), axis=-1), 1.0, atol=2e-3)
-        assert sample.landmarks.min() > 0 and sample.landmarks.max() < 48
+        # framing keeps the face in the photo; a long chin may reach a pixel or two past the edge
+        assert sample.landmarks.min() > -0.05 * 48 and sample.landmarks.max() < 1.05 * 48
         # landmarks = projection of the landmark vertices of the stored shape through the stored camera
         vertices = model(torch.from_numpy(sample.shape)[None])[0].double().numpy()[model.landmarks_68.numpy()]
         cam = sample.meta["camera"]

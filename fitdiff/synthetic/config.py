@@ -6,6 +6,7 @@ Also the file names and generator tag every build writes, and the shape model a 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from fitdiff.face.shape_model import PCAShapeModel
 from fitdiff.face.template import make_procedural_shape_model
 from fitdiff.synthetic.recognizer_training import RecognizerTrainingConfig
 from fitdiff.synthetic.scene import SceneRanges
+from fitdiff.synthetic.shape_space import SHAPE_SPACES, observable_shape_model
 
 __all__ = [
     "GENERATOR",
@@ -23,9 +25,10 @@ __all__ = [
     "GenerationReport",
     "SyntheticConfig",
     "load_shape_model",
+    "shape_model_from_config",
 ]
 
-GENERATOR = "fitdiff.synthetic/1"
+GENERATOR = "fitdiff.synthetic/2"
 RECOGNIZER_FILE = "recognizer.safetensors"
 REPORT_FILE = "synthetic.json"
 
@@ -42,11 +45,16 @@ class SyntheticConfig:
         workers: processes rendering subjects (1 = in this process).
         val_subjects, test_subjects: held-out subject counts (override the fractions when set).
         val_fraction, test_fraction: held-out subject fractions.
-        shape_model: a PCA shape model ``.npz``; None = the procedural model with ``n_vertices``,
-            ``n_components`` and ``shape_model_seed``.
+        shape_model: a PCA shape model ``.npz``; None = the model ``shape_space`` names, with
+            ``n_vertices``, ``n_components`` and ``shape_model_seed``.
+        shape_space: ``"observable"`` (default: the procedural model without its similarity directions,
+            :mod:`fitdiff.synthetic.shape_space`) or ``"procedural"`` (the procedural model as it is).
         recognizer: ``"train"`` (train the synthetic recognizer), ``"arcface_random"`` (random ArcFace
             IR-SE50, seeded) or a path to synthetic-recognizer weights.
         recognizer_images: extra renders per training subject for recognizer training.
+        recognizer_shared_images: further renders per training subject of its shape wearing a member of
+            the shared appearance pool (labelled with the subject: only the shape identifies them).
+        appearance_pool: members of the shared appearance pool (appearances of no subject).
         training: recognizer hyper-parameters (its seed is derived from ``seed``).
         scene: ranges of pose, camera and lighting.
         samples_per_shard: samples per shard.
@@ -71,8 +79,11 @@ class SyntheticConfig:
     n_vertices: int = 5000
     n_components: int = 50
     shape_model_seed: int = 0
+    shape_space: str = "observable"
     recognizer: str = "train"
     recognizer_images: int = 12
+    recognizer_shared_images: int = 0
+    appearance_pool: int = 64
     training: RecognizerTrainingConfig = field(default_factory=RecognizerTrainingConfig)
     scene: SceneRanges = field(default_factory=SceneRanges)
     samples_per_shard: int = 256
@@ -94,8 +105,13 @@ class SyntheticConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.image_res < 16:
             raise ValueError(f"image_res must be at least 16 pixels, got {self.image_res}")
-        if self.recognizer_images < 0:
-            raise ValueError(f"recognizer_images must be >= 0, got {self.recognizer_images}")
+        if self.shape_space not in SHAPE_SPACES:
+            raise ValueError(f"shape_space must be one of {', '.join(SHAPE_SPACES)}, got {self.shape_space!r}")
+        for name in ("recognizer_images", "recognizer_shared_images"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.recognizer_shared_images and self.appearance_pool < 1:
+            raise ValueError(f"appearance_pool must be at least 1, got {self.appearance_pool}")
 
     def split_fractions(self) -> tuple[float, float]:
         """(val, test) fractions, from the subject counts when those are given."""
@@ -124,8 +140,26 @@ class GenerationReport:
     out: Path
 
 
-def load_shape_model(path: str | None, n_vertices: int, n_components: int, seed: int) -> PCAShapeModel:
-    """The shape model of a build: a ``.npz`` file, or the procedural model."""
+def load_shape_model(
+    path: str | None, n_vertices: int, n_components: int, seed: int, space: str = "observable"
+) -> PCAShapeModel:
+    """The shape model of a build: a ``.npz`` file, or the model of shape space ``space``."""
     if path is not None:
         return PCAShapeModel.load(path)
-    return make_procedural_shape_model(n_vertices, n_components, seed)
+    if space == "observable":
+        return observable_shape_model(n_vertices, n_components, seed)
+    if space == "procedural":
+        return make_procedural_shape_model(n_vertices, n_components, seed)
+    raise ValueError(f"unknown shape space {space!r} (expected one of {', '.join(SHAPE_SPACES)})")
+
+
+def shape_model_from_config(config: Mapping[str, Any]) -> PCAShapeModel:
+    """The shape model a build with this ``synthetic.json`` ``config`` used (builds made before
+    ``shape_space`` existed used the procedural model)."""
+    return load_shape_model(
+        config.get("shape_model"),
+        int(config["n_vertices"]),
+        int(config["n_components"]),
+        int(config["shape_model_seed"]),
+        str(config.get("shape_space", "procedural")),
+    )

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from fitdiff.data.manifest import MANIFEST_NAME
 from fitdiff.face.shape_model import PCAShapeModel
-from fitdiff.synthetic.config import REPORT_FILE, load_shape_model
+from fitdiff.synthetic.config import REPORT_FILE, shape_model_from_config
 
 __all__ = ["dataset_shape_model"]
 
@@ -28,8 +28,7 @@ def dataset_shape_model(data_dir: str | Path) -> PCAShapeModel:
         raise FileNotFoundError(f"{report}: not a synthetic dataset folder (python data_prep/make_synthetic.py "
                                 f"--out {data_dir})")
     cfg = json.loads(report.read_text())["config"]
-    model = load_shape_model(cfg.get("shape_model"), int(cfg["n_vertices"]), int(cfg["n_components"]),
-                             int(cfg["shape_model_seed"]))
+    model = shape_model_from_config(cfg)
     manifest = data_dir / MANIFEST_NAME
     if manifest.is_file():
         recorded = json.loads(manifest.read_text()).get("shape_model")

@@ -87,6 +87,7 @@ def build_encoder(
         "training": training.to_dict(),
         "train_subjects": len(train),
         "train_crops": int(len(crops)),
+        "shared_appearance_crops": int(sum((r.crop_appearance >= 0).sum() for r in train)),
         "loss_per_epoch": history,
     }
     return SyntheticRecognizer(out / RECOGNIZER_FILE, name=name), name, record

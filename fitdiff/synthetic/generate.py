@@ -5,8 +5,9 @@ Pipeline (:func:`generate_dataset`):
 1. Split subjects ``syn00000 ...`` into train / val / test (:func:`fitdiff.data.split.assign_splits`).
 2. In a process pool (one torch thread per worker), per subject (:mod:`fitdiff.synthetic.subject_job`):
    shape coefficients and reflectance maps, ``images_per_subject`` dataset photos, and for training
-   subjects ``recognizer_images`` extra renders; landmarks are the projected landmark vertices; every
-   photo is aligned to the ArcFace template (112 px) for recognizer training.
+   subjects ``recognizer_images`` extra renders plus ``recognizer_shared_images`` renders of the
+   subject's shape wearing appearances of a shared pool; landmarks are the projected landmark vertices;
+   every photo is aligned to the ArcFace template (112 px) for recognizer training.
 3. Train the synthetic recognizer (:mod:`fitdiff.face.synthetic_recognizer`) on the training subjects'
    crops only, save it as ``OUT/recognizer.safetensors``. Alternatives: a random ArcFace IR-SE50
    (``recognizer="arcface_random"``) or an existing weight file (:mod:`fitdiff.synthetic.embedding`).
@@ -159,7 +160,9 @@ def generate_dataset(cfg: SyntheticConfig) -> GenerationReport:
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    model = load_shape_model(cfg.shape_model, cfg.n_vertices, cfg.n_components, cfg.shape_model_seed)
+    model = load_shape_model(
+        cfg.shape_model, cfg.n_vertices, cfg.n_components, cfg.shape_model_seed, cfg.shape_space
+    )
     ids = [subject_id(i) for i in range(cfg.subjects)]
     val_fraction, test_fraction = cfg.split_fractions()
     splits = assign_splits(ids, val_fraction, test_fraction, cfg.seed)
@@ -170,12 +173,15 @@ def generate_dataset(cfg: SyntheticConfig) -> GenerationReport:
             split=splits[sid],
             n_photos=cfg.images_per_subject,
             n_extra=cfg.recognizer_images if cfg.recognizer == "train" else 0,
+            n_shared=cfg.recognizer_shared_images if cfg.recognizer == "train" else 0,
+            appearance_pool=cfg.appearance_pool,
             uv_res=cfg.uv_res,
             image_res=cfg.image_res,
             shape_model=cfg.shape_model,
             n_vertices=cfg.n_vertices,
             n_components=cfg.n_components,
             shape_model_seed=cfg.shape_model_seed,
+            shape_space=cfg.shape_space,
             scene=cfg.scene,
         )
         for i, sid in enumerate(ids)

@@ -8,7 +8,7 @@ itself reproducible from the meta (:func:`photo_background`, :func:`sensor_noise
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,21 +123,28 @@ class PhotoRenderer:
         self.scene = FaceScene(model, landmarks="68", normal_space="tangent")
 
     @torch.no_grad()
-    def render(self, shape: np.ndarray, maps: ReflectanceMaps, scenes: list[Scene]) -> list[Photo]:
-        """Photos of the subject with coefficients ``shape`` (K,) and ``maps`` under each scene."""
+    def render(
+        self, shape: np.ndarray, maps: ReflectanceMaps | Sequence[ReflectanceMaps], scenes: list[Scene]
+    ) -> list[Photo]:
+        """Photos of the subject with coefficients ``shape`` (K,) under each scene, wearing ``maps`` (one set
+        for every photo, or one per scene)."""
         cameras = scene_cameras(scenes, self.face_centre, self.image_size)
         metas = [{"camera": camera_meta(cameras, i, s), "lighting": lighting_meta(s)} for i, s in enumerate(scenes)]
         camera, lights = camera_from_meta(metas)
+        per_photo = [maps] if isinstance(maps, ReflectanceMaps) else list(maps)
+        if len(per_photo) not in (1, len(scenes)):
+            raise ValueError(f"got {len(per_photo)} sets of maps for {len(scenes)} scenes")
 
-        def to_map(array: np.ndarray) -> torch.Tensor:  # (H, W, C) -> (1, C, H, W)
-            return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).permute(2, 0, 1)[None]
+        def to_map(name: str) -> torch.Tensor:  # (H, W, C) each -> (1 or B, C, H, W)
+            arrays = [np.ascontiguousarray(getattr(m, name), dtype=np.float32) for m in per_photo]
+            return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
 
         backgrounds = np.stack([photo_background(m) for m in metas])
         out = self.scene(
             torch.from_numpy(np.asarray(shape, dtype=np.float32))[None],
-            to_map(maps.diffuse),
-            to_map(maps.specular),
-            to_map(maps.normals),
+            to_map("diffuse"),
+            to_map("specular"),
+            to_map("normals"),
             camera,
             lights,
             background=torch.from_numpy(backgrounds).permute(0, 3, 1, 2).float(),

@@ -129,12 +129,18 @@ def train_recognizer(
     """
     config = config or RecognizerTrainingConfig()
     images = torch.as_tensor(crops)
-    if images.dtype == torch.uint8:
-        images = images.permute(0, 3, 1, 2).float().div_(255.0)
-    if images.ndim != 4 or images.shape[1:] != (3, 112, 112):
+    # uint8 crops stay uint8 (a quarter of the memory) and become floats one batch at a time.
+    as_uint8 = images.dtype == torch.uint8
+    if images.ndim != 4 or images.shape[1:] != ((112, 112, 3) if as_uint8 else (3, 112, 112)):
         raise ValueError(
             f"crops must be (N, 112, 112, 3) uint8 or (N, 3, 112, 112) float, got {tuple(images.shape)}"
         )
+
+    def batch_of(index: torch.Tensor) -> torch.Tensor:
+        if as_uint8:
+            return images[index].permute(0, 3, 1, 2).float().div_(255.0)
+        return images[index]
+
     targets = torch.as_tensor(labels, dtype=torch.long)
     if targets.shape != (len(images),):
         raise ValueError(f"labels must be ({len(images)},), got {tuple(targets.shape)}")
@@ -163,7 +169,7 @@ def train_recognizer(
             shifts = torch.randint(
                 -config.max_shift, config.max_shift + 1, (len(index), 2), generator=generator
             )
-            batch = shift_images(images[index], shifts)
+            batch = shift_images(batch_of(index), shifts)
             margin = config.margin * min(1.0, step / max(1.0, config.margin_warmup * total))
             # Dropout masks come from the global generator: seed it per step for determinism.
             torch.manual_seed(config.seed * 1_000_003 + step)

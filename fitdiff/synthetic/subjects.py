@@ -15,7 +15,15 @@ import numpy as np
 from fitdiff.synthetic.textures import Appearance, ReflectanceMaps, reflectance_maps, sample_appearance
 from fitdiff.synthetic.uv_layout import UVLayout
 
-__all__ = ["Stream", "rng_for", "subject_id", "SubjectTruth", "make_subject"]
+__all__ = [
+    "Stream",
+    "rng_for",
+    "subject_id",
+    "SubjectTruth",
+    "make_subject",
+    "shared_appearance",
+    "shared_appearance_plan",
+]
 
 
 class Stream(enum.IntEnum):
@@ -25,6 +33,9 @@ class Stream(enum.IntEnum):
     PHOTO = 1  # scene of a dataset photo
     RECOGNIZER_PHOTO = 2  # scene of an extra render used to train the recognizer
     RECOGNIZER_TRAINING = 3  # initialisation and batch order of recognizer training
+    SHARED_APPEARANCE = 4  # appearance of a member of the shared appearance pool
+    SHARED_PHOTO = 5  # scene of a shared-appearance recognizer render
+    SHARED_PLAN = 6  # which pool appearances a subject's shared-appearance renders wear
 
 
 def rng_for(seed: int, stream: Stream, *indices: int) -> np.random.Generator:
@@ -64,3 +75,24 @@ def make_subject(seed: int, index: int, layout: UVLayout, n_components: int) -> 
     appearance = sample_appearance(rng)
     maps = reflectance_maps(appearance, layout).quantised()
     return SubjectTruth(index=index, id=subject_id(index), shape=shape, appearance=appearance, maps=maps)
+
+
+def shared_appearance(seed: int, member: int, layout: UVLayout) -> ReflectanceMaps:
+    """Member ``member`` of the shared appearance pool: reflectance maps of no subject, drawn like a
+    subject's (:func:`sample_appearance`) from their own stream, as stored (quantised)."""
+    appearance = sample_appearance(rng_for(seed, Stream.SHARED_APPEARANCE, member))
+    return reflectance_maps(appearance, layout).quantised()
+
+
+def shared_appearance_plan(seed: int, index: int, n_renders: int, pool_size: int) -> np.ndarray:
+    """(n_renders,) int64 pool members worn by subject ``index``'s shared-appearance renders.
+
+    Every member is drawn uniformly from the pool independently of the subject, so each pool
+    appearance is worn by many subjects and the albedo of these renders says nothing about whose face
+    it is: only the shape does.
+    """
+    if n_renders and pool_size < 1:
+        raise ValueError(f"the shared appearance pool must have at least one member, got {pool_size}")
+    if n_renders == 0:
+        return np.zeros(0, dtype=np.int64)
+    return rng_for(seed, Stream.SHARED_PLAN, index).integers(0, pool_size, n_renders).astype(np.int64)
