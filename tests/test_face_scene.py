@@ -27,7 +27,8 @@ def stored(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        job = SubjectJob(seed=3, index=1, split="val", n_photos=3, n_extra=0, uv_res=32, image_res=IMAGE,
+        job = SubjectJob(seed=3, index=1, split="val", n_photos=3, n_extra=0, n_shared=0, appearance_pool=0,
+                         uv_res=32, image_res=IMAGE, shape_space="observable",
                          shape_model=None, n_vertices=MODEL["n_vertices"], n_components=MODEL["n_components"],
                          shape_model_seed=MODEL["seed"], scene=SceneRanges())
         result = generate_subject(job)
