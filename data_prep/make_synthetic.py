@@ -1,9 +1,9 @@
 """Build the embedded synthetic fitted dataset (procedural subjects with known ground truth).
 
-    python data_prep/make_synthetic.py --out DIR [--subjects 200] [--images-per-subject 4] [--uv-res 64]
+    python data_prep/make_synthetic.py --out DIR [--subjects 400] [--images-per-subject 4] [--uv-res 64]
         [--image-res 128] [--seed 0] [--workers 2] [--val-subjects N | --val-fraction F]
         [--test-subjects N | --test-fraction F] [--recognizer train|arcface_random|WEIGHTS]
-        [--recognizer-images 12] [--recognizer-epochs 12] [--overwrite]
+        [--recognizer-images 8] [--recognizer-shared-images 12] [--recognizer-epochs 10] [--overwrite]
 
 Writes DIR/{train,val,test}-NNNNN.tar shards, DIR/manifest.json, DIR/recognizer.safetensors (the
 identity recognizer trained on the training subjects) and DIR/synthetic.json (configuration, subjects
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", required=True, help="destination folder")
-    parser.add_argument("--subjects", type=int, default=200)
+    parser.add_argument("--subjects", type=int, default=SyntheticConfig.subjects)
     parser.add_argument("--images-per-subject", type=int, default=4)
     parser.add_argument("--uv-res", type=int, default=64, help="side of the UV maps, texels")
     parser.add_argument("--image-res", type=int, default=128, help="side of the photos, pixels")

@@ -7,11 +7,12 @@ so running it twice is cheap. Stages, in order:
 1. ``assets``      — list the registered external files (pretrained weights, shape models) and their
    state; none is needed for the quickstart.
 2. ``configs``     — compose and validate every experiment in ``experiments/experiment/``.
-3. ``dataset``     — build the embedded synthetic fitted dataset in ``data/synthetic`` (200 subjects x 4
-   photos, 64x64 UV maps, 128x128 photos, with its trained synthetic recognizer; about a minute), unless
-   a complete one is there, and print its identity-verification ROC-AUC on held-out subjects.
-4. ``autoencoder`` — train ``experiment=quickstart_ae`` for its fixed budget of 1000 steps (12-24
-   minutes on 2 idle CPU cores, by machine; every machine stops at the same step) unless a finished run is there,
+3. ``dataset``     — build the embedded synthetic fitted dataset in ``data/synthetic`` (400 subjects x 4
+   photos, 40 validation and 40 test subjects, 64x64 UV maps, 128x128 photos, with its trained synthetic
+   recognizer; about 5 minutes), unless one built with the same settings is there, and print its
+   identity-verification ROC-AUC and linear identity probe on held-out subjects.
+4. ``autoencoder`` — train ``experiment=quickstart_ae`` for its fixed budget of 700 steps (about 9
+   minutes on 2 idle CPU cores; every machine stops at the same step) unless a finished run is there,
    export its weights as safetensors and print its validation metrics.
 5. ``latents``     — encode the dataset with the exported autoencoder into ``data/synthetic_latents``
    (``data_prep/encode_latents.py``) unless latents of that very file are there.
@@ -116,11 +117,29 @@ def _synthetic_dir() -> Path:
 
 def _stage_dataset(out_dir: Path) -> None:
     data = _synthetic_dir()
-    if (data / "manifest.json").is_file():
+    stale = _stale_dataset_settings(data)
+    if (data / "manifest.json").is_file() and not stale:
         log.info("reusing the embedded dataset in %s (delete it to rebuild)", data)
     else:
-        _run_entry_point("data_prep/make_synthetic.py", [*SYNTHETIC_ARGS, "--out", str(data)])
+        if stale:
+            log.info("the dataset in %s was built with other settings (%s): rebuilding it", data, stale)
+        _run_entry_point("data_prep/make_synthetic.py", [*SYNTHETIC_ARGS, "--out", str(data), "--overwrite"])
     _run_entry_point("data_prep/verify_identity.py", ["--data", str(data)])
+
+
+def _stale_dataset_settings(data: Path) -> str:
+    """The settings of ``SYNTHETIC_ARGS`` that the dataset in ``data`` was built without ("" = none, or no
+    dataset there). An earlier, smaller embedded dataset is rebuilt rather than silently reused."""
+    import json
+
+    record = data / "synthetic.json"
+    if not (data / "manifest.json").is_file() or not record.is_file():
+        return ""
+    built = json.loads(record.read_text()).get("config", {})
+    wanted = {SYNTHETIC_ARGS[i][2:].replace("-", "_"): SYNTHETIC_ARGS[i + 1] for i in range(0, len(SYNTHETIC_ARGS), 2)}
+    return ", ".join(
+        f"{key} {built.get(key)} instead of {value}" for key, value in wanted.items() if str(built.get(key)) != value
+    )
 
 
 def _validations(metrics_csv: Path) -> list[dict[str, float]]:
@@ -257,7 +276,11 @@ def _stage_evaluate(out_dir: Path, ablations: bool = False) -> None:
 
 SYNTHETIC_ARGS = [
     "--subjects",
-    "200",
+    "400",
+    "--val-subjects",
+    "40",
+    "--test-subjects",
+    "40",
     "--images-per-subject",
     "4",
     "--uv-res",

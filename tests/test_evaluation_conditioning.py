@@ -33,6 +33,7 @@ def _synthetic(out) -> None:
             n_vertices=2000,
             n_components=SHAPE_DIM,
             recognizer_images=2,
+            recognizer_shared_images=0,
             samples_per_shard=4,
             threads=1,
             progress=False,

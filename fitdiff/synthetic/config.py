@@ -65,7 +65,7 @@ class SyntheticConfig:
     """
 
     out: str | Path
-    subjects: int = 200
+    subjects: int = 400
     images_per_subject: int = 4
     uv_res: int = 64
     image_res: int = 128
@@ -81,8 +81,8 @@ class SyntheticConfig:
     shape_model_seed: int = 0
     shape_space: str = "observable"
     recognizer: str = "train"
-    recognizer_images: int = 12
-    recognizer_shared_images: int = 0
+    recognizer_images: int = 8
+    recognizer_shared_images: int = 12
     appearance_pool: int = 64
     training: RecognizerTrainingConfig = field(default_factory=RecognizerTrainingConfig)
     scene: SceneRanges = field(default_factory=SceneRanges)

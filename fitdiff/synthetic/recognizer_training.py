@@ -78,7 +78,7 @@ class RecognizerTrainingConfig:
         seed: initialisation, batch order and augmentation.
     """
 
-    epochs: int = 12
+    epochs: int = 10
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 5e-4
