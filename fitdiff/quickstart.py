@@ -296,7 +296,7 @@ STAGES: list[Stage] = [
     Stage("assets", "registered external files and their state", _stage_assets),
     Stage("configs", "compose and validate every experiment config", _stage_configs),
     Stage("dataset", "embedded synthetic fitted dataset + identity verification", _stage_dataset),
-    Stage("autoencoder", "train the quickstart branched VQGAN (quickstart_ae, 1000 steps)", _stage_autoencoder),
+    Stage("autoencoder", "train the quickstart branched VQGAN (quickstart_ae, 700 steps)", _stage_autoencoder),
     Stage("latents", "pre-encode the dataset with the exported autoencoder", _stage_latents),
     Stage("diffusion", "train the quickstart SPADE latent diffusion (quickstart_ldm)", _stage_diffusion),
     Stage("samples", "unconditional and identity-conditioned avatars (python -m fitdiff.sample)", _stage_samples),
