@@ -11,6 +11,7 @@ as chosen by ``conditioning`` (``fitdiff/ldm/conditioning.py``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -104,6 +105,7 @@ class ConditionedUNet(ModelMixin, ConfigMixin):
             norm_groups=norm_groups, map_channels=spade_map_channels, map_res=spade_map_res,
             spade_hidden=spade_hidden_channels or spade_map_channels, cross_tokens=cross_tokens,
         )
+        self.embedding_scale = math.sqrt(cond_dim)
         if conditioning == "none":
             self.null_embedding = None
         else:
@@ -188,7 +190,11 @@ class ConditionedUNet(ModelMixin, ConfigMixin):
         if self.null_embedding is None:
             ctx = ConditionContext()
         else:
-            ctx = self.condition(self.condition_embedding(cond, uncond_mask, b), sizes)
+            # unit-norm embeddings have components of size 1/sqrt(D): scaled to unit RMS, the scale the
+            # conditioner's first Linear (default init) expects; unscaled, the map hardly varies between
+            # identities and training barely learns to use it
+            embedding = self.condition_embedding(cond, uncond_mask, b) * self.embedding_scale
+            ctx = self.condition(embedding, sizes)
 
         h = self.conv_in(x.to(self.conv_in.weight.dtype))
         if isinstance(self.condition, ConcatConditioner):
