@@ -67,6 +67,15 @@ def test_warmup_cosine_rejects_bad_arguments(kwargs):
         warmup_cosine(_optimizer(), **kwargs)
 
 
+def test_warmup_fraction_follows_the_budget():
+    assert warmup_cosine(_optimizer(), total_steps=1000, warmup_fraction=0.1).lr_lambdas[0].warmup_steps == 100
+    assert warmup_cosine(_optimizer(), total_steps=6, warmup_fraction=0.1).lr_lambdas[0].warmup_steps == 0
+    with pytest.raises(ValueError, match="not both"):
+        warmup_cosine(_optimizer(), total_steps=10, warmup_steps=2, warmup_fraction=0.1)
+    with pytest.raises(ValueError, match="warmup_fraction"):
+        warmup_cosine(_optimizer(), total_steps=10, warmup_fraction=1.0)
+
+
 def test_nodes_build_optimisers_and_schedules():
     params = [torch.nn.Parameter(torch.zeros(3))]
     node = config_node({"lr": 0.3, "weight_decay": 0.1}, "torch.optim.AdamW", partial=True)

@@ -102,6 +102,8 @@ class LatentDiffusionModule(L.LightningModule):
             (:mod:`fitdiff.ldm.aux_losses`), each with its weight and timestep range.
         guidance_scale: the default CFG scale (validation samples, ``python -m fitdiff.sample``).
         val_timestep_buckets: validation loss also reported for this many equal timestep ranges.
+        shape_loss_weight: weight of the shape plane's texels in the diffusion loss relative to a branch-latent
+            element (1 = every valid element counts the same; the shape plane is then about a tenth of it).
         shape_model: ``_target_`` node of the dataset's PCA shape model (renders and meshes of samples;
             e.g. ``fitdiff.synthetic.dataset_model.dataset_shape_model``); None = maps only.
         recognizer: id of the recognizer that made the training embeddings (``name@sha256:<hex>``; read
@@ -128,12 +130,15 @@ class LatentDiffusionModule(L.LightningModule):
         aux_losses: Mapping[str, Mapping[str, Any]] | None = None,
         guidance_scale: float = 3.0,
         val_timestep_buckets: int = 4,
+        shape_loss_weight: float = 1.0,
         shape_model: Mapping[str, Any] | None = None,
         recognizer: str | None = None,
         autoencoder_sha256: str | None = None,
         autoencoder_config: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        if shape_loss_weight <= 0:
+            raise ConfigError(f"model.shape_loss_weight must be > 0, got {shape_loss_weight}")
         if not 0.0 <= p_uncond <= 1.0:
             raise ConfigError(f"model.p_uncond must be in [0, 1], got {p_uncond}")
         ae = self._load_autoencoder(autoencoder, autoencoder_config)
@@ -185,7 +190,9 @@ class LatentDiffusionModule(L.LightningModule):
         self.sampler_node = sampler
         _build(sampler, "model.sampler")  # a bad node fails now, not at the first validation
         self.register_buffer("alphas_cumprod", alphas_cumprod(self.noise_scheduler).float(), persistent=False)
-        self.register_buffer("loss_mask", self.layout.loss_mask(), persistent=False)
+        loss_mask = self.layout.loss_mask()
+        loss_mask[:, self.layout.shape_slice] *= shape_loss_weight
+        self.register_buffer("loss_mask", loss_mask, persistent=False)
         self.ema = DenoiserEMA(self.denoiser, ema_decay) if ema_decay is not None else None
         self.aux_losses = nn.ModuleDict({k: _build(v, f"model.aux_losses.{k}") for k, v in aux_losses.items()})
         build_scheduler(scheduler, build_optimizer(optimizer, [nn.Parameter(torch.zeros(1))], "model.optimizer"))
