@@ -160,15 +160,15 @@ def warmup_cosine(
             ``trainer.max_steps``.
         warmup_steps: optimiser steps of linear warm-up (>= 0).
         min_lr_ratio: final rate as a fraction of the peak, in [0, 1].
-        warmup_fraction: instead of ``warmup_steps``, the warm-up as a fraction of ``total_steps`` in
-            [0, 1) (rounded down), so a run shortened with ``trainer.max_steps`` keeps its proportions.
+        warmup_fraction: the warm-up as a fraction of ``total_steps`` in [0, 1) (rounded down), so a run
+            shortened with ``trainer.max_steps`` keeps its proportions; used when ``warmup_steps`` is 0
+            (a ``warmup_steps`` given on the command line takes precedence).
     """
     if warmup_fraction is not None:
-        if warmup_steps:
-            raise ValueError("set warmup_steps or warmup_fraction, not both")
         if not 0.0 <= warmup_fraction < 1.0:
             raise ValueError(f"warmup_fraction must be in [0, 1), got {warmup_fraction}")
-        warmup_steps = int(warmup_fraction * total_steps)
+        if not warmup_steps:
+            warmup_steps = int(warmup_fraction * total_steps)
     if warmup_steps < 0 or total_steps <= warmup_steps:
         raise ValueError(
             f"needs 0 <= warmup_steps < total_steps, got warmup_steps={warmup_steps}, total_steps={total_steps} "

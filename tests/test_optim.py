@@ -70,8 +70,7 @@ def test_warmup_cosine_rejects_bad_arguments(kwargs):
 def test_warmup_fraction_follows_the_budget():
     assert warmup_cosine(_optimizer(), total_steps=1000, warmup_fraction=0.1).lr_lambdas[0].warmup_steps == 100
     assert warmup_cosine(_optimizer(), total_steps=6, warmup_fraction=0.1).lr_lambdas[0].warmup_steps == 0
-    with pytest.raises(ValueError, match="not both"):
-        warmup_cosine(_optimizer(), total_steps=10, warmup_steps=2, warmup_fraction=0.1)
+    assert warmup_cosine(_optimizer(), total_steps=100, warmup_steps=2, warmup_fraction=0.5).lr_lambdas[0].warmup_steps == 2
     with pytest.raises(ValueError, match="warmup_fraction"):
         warmup_cosine(_optimizer(), total_steps=10, warmup_fraction=1.0)
 
