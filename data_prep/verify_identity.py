@@ -31,8 +31,8 @@ import torch
 
 from fitdiff.data.embed import IdentityEmbedder
 from fitdiff.face.identity import build_identity_encoder
-from fitdiff.face.synthetic_recognizer import SyntheticRecognizer  # noqa: F401  (registers the encoder)
 from fitdiff.face.shape_model import PCAShapeModel
+from fitdiff.face.synthetic_recognizer import SyntheticRecognizer  # noqa: F401  (registers the encoder)
 from fitdiff.metrics.probe import DEFAULT_ALPHAS
 from fitdiff.synthetic.dataset_model import dataset_shape_model
 from fitdiff.synthetic.generate import RECOGNIZER_FILE

@@ -79,4 +79,3 @@ def latent_dataset(tmp_path_factory):
     ]
     return SimpleNamespace(root=root, faces=root / "faces", latents=root / "latents", autoencoder=ae,
                            recognizer=root / "recognizer.safetensors", overrides=overrides, shape_dim=6)
-

@@ -238,4 +238,3 @@ def describe(model: ConditionedUNet) -> str:
     return (f"ConditionedUNet({cfg.conditioning}, channels {cfg.model_channels}x{list(cfg.channel_mult)}, "
             f"attention at {list(cfg.attention_resolutions)}): {c['total'] / 1e6:.2f}M parameters "
             f"({c['conditioning'] / 1e6:.2f}M conditioning)")
-

@@ -24,7 +24,13 @@ from fitdiff.face.shape_model import PCAShapeModel
 from fitdiff.synthetic.config import load_shape_model
 from fitdiff.synthetic.photo import PhotoRenderer, lighting_meta
 from fitdiff.synthetic.scene import SceneRanges, sample_scene
-from fitdiff.synthetic.subjects import Stream, make_subject, rng_for, shared_appearance, shared_appearance_plan
+from fitdiff.synthetic.subjects import (
+    Stream,
+    make_subject,
+    rng_for,
+    shared_appearance,
+    shared_appearance_plan,
+)
 from fitdiff.synthetic.textures import ReflectanceMaps
 from fitdiff.synthetic.uv_layout import UVLayout, uv_layout
 
