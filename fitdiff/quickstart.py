@@ -117,29 +117,27 @@ def _synthetic_dir() -> Path:
 
 def _stage_dataset(out_dir: Path) -> None:
     data = _synthetic_dir()
-    stale = _stale_dataset_settings(data)
-    if (data / "manifest.json").is_file() and not stale:
+    built = (data / "manifest.json").is_file()
+    stale = _stale_dataset_settings(data) if built else ""
+    if built and not stale:
         log.info("reusing the embedded dataset in %s (delete it to rebuild)", data)
     else:
         if stale:
             log.info("the dataset in %s was built with other settings (%s): rebuilding it", data, stale)
-        _run_entry_point("data_prep/make_synthetic.py", [*SYNTHETIC_ARGS, "--out", str(data), "--overwrite"])
+        args = [part for key, value in SYNTHETIC_SETTINGS.items() for part in (f"--{key.replace('_', '-')}", str(value))]
+        _run_entry_point("data_prep/make_synthetic.py", [*args, "--out", str(data), "--overwrite"])
     _run_entry_point("data_prep/verify_identity.py", ["--data", str(data)])
 
 
 def _stale_dataset_settings(data: Path) -> str:
-    """The settings of ``SYNTHETIC_ARGS`` that the dataset in ``data`` was built without ("" = none, or no
-    dataset there). An earlier, smaller embedded dataset is rebuilt rather than silently reused."""
+    """The ``SYNTHETIC_SETTINGS`` that the dataset in ``data`` was built without, as text ("" = none, or
+    no build record there). An earlier, smaller embedded dataset is rebuilt rather than silently reused."""
     import json
 
     record = data / "synthetic.json"
-    if not (data / "manifest.json").is_file() or not record.is_file():
-        return ""
-    built = json.loads(record.read_text()).get("config", {})
-    wanted = {SYNTHETIC_ARGS[i][2:].replace("-", "_"): SYNTHETIC_ARGS[i + 1] for i in range(0, len(SYNTHETIC_ARGS), 2)}
-    return ", ".join(
-        f"{key} {built.get(key)} instead of {value}" for key, value in wanted.items() if str(built.get(key)) != value
-    )
+    built = json.loads(record.read_text()).get("config", {}) if record.is_file() else SYNTHETIC_SETTINGS
+    return ", ".join(f"{key} {built.get(key)} instead of {value}"
+                     for key, value in SYNTHETIC_SETTINGS.items() if built.get(key) != value)
 
 
 def _validations(metrics_csv: Path) -> list[dict[str, float]]:
@@ -274,22 +272,16 @@ def _stage_evaluate(out_dir: Path, ablations: bool = False) -> None:
                                      f"paths.data_dir={REPO_ROOT / 'data'}", f"hydra.run.dir={out_dir / 'evaluate'}"])
 
 
-SYNTHETIC_ARGS = [
-    "--subjects",
-    "400",
-    "--val-subjects",
-    "40",
-    "--test-subjects",
-    "40",
-    "--images-per-subject",
-    "4",
-    "--uv-res",
-    "64",
-    "--image-res",
-    "128",
-    "--seed",
-    "0",
-]
+#: the embedded dataset's data_prep/make_synthetic.py settings (also checked against an existing build)
+SYNTHETIC_SETTINGS: dict[str, int] = {
+    "subjects": 400,
+    "val_subjects": 40,
+    "test_subjects": 40,
+    "images_per_subject": 4,
+    "uv_res": 64,
+    "image_res": 128,
+    "seed": 0,
+}
 
 
 STAGES: list[Stage] = [
