@@ -24,7 +24,7 @@ from fitdiff.diffusion.objectives import (
     snr,
     target,
 )
-from fitdiff.diffusion.sampling import ModelFn, Sampler, SampleResult, StepHook, StepState
+from fitdiff.diffusion.sampling import ModelFn, Sampler, SampleResult, StepHook, StepState, previous_alpha_bar
 from fitdiff.diffusion.schedule import (
     DDIM_PRESET,
     DDPM_PRESET,
@@ -54,6 +54,7 @@ __all__ = [
     "StepState",
     "alphas_cumprod",
     "cfg_model_fn",
+    "previous_alpha_bar",
     "check_same_schedule",
     "classifier_free",
     "ddim_scheduler",

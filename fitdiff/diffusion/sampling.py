@@ -8,6 +8,12 @@ is then called with x_t requiring grad, under ``torch.enable_grad()``), the ``x0
 returns :meth:`StepState.output_from_x0` (a hook without ``needs_grad`` runs under ``torch.no_grad()``;
 it opens ``torch.enable_grad()`` itself for a gradient with respect to x̂0 alone).
 
+Recurrence (universal guidance's "time-travel"): a hook with a ``repeats(index, num_steps) -> int``
+method may ask for step ``index`` to run k times; after each of the first k − 1 runs the sample
+x_{t'} = scheduler.step(...) is re-noised back to t, x_t = √(ᾱ_t/ᾱ_{t'})·x_{t'} + √(1 − ᾱ_t/ᾱ_{t'})·z with
+z drawn from the run's generator, and the step is taken again. Multistep schedulers (DPM-Solver++) keep a
+history of model outputs that a repeated step would corrupt, so recurrence needs DDIM or DDPM.
+
 The scheduler's ``prediction_type`` is set from the argument of :meth:`Sampler.sample` on a deep copy
 (the model's objective decides it, the sampler presets do not repeat it); the configured scheduler is
 never modified, so a :class:`Sampler` can be reused and shared. Everything runs under ``torch.no_grad()``
@@ -24,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
+from diffusers import DDIMScheduler, DDPMScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
@@ -37,7 +44,7 @@ from fitdiff.diffusion.objectives import (
 )
 from fitdiff.diffusion.schedule import alphas_cumprod
 
-__all__ = ["ModelFn", "SampleResult", "Sampler", "StepHook", "StepState"]
+__all__ = ["ModelFn", "SampleResult", "Sampler", "StepHook", "StepState", "previous_alpha_bar"]
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +94,8 @@ class StepState:
 
 
 class StepHook(Protocol):
-    """``hook(state) -> replacement output or None``; optional attribute ``needs_grad: bool``."""
+    """``hook(state) -> replacement output or None``; optional attribute ``needs_grad: bool`` and method
+    ``repeats(index, num_steps) -> int`` (recurrence, see the module docstring)."""
 
     def __call__(self, state: StepState) -> torch.Tensor | None: ...
 
@@ -117,6 +125,22 @@ def _accepts(method: Callable[..., Any], name: str) -> bool:
         return name in inspect.signature(method).parameters
     except (TypeError, ValueError):
         return False
+
+
+def previous_alpha_bar(scheduler: SchedulerMixin, t: int, table: torch.Tensor) -> float:
+    """ᾱ of the timestep a single-step scheduler's ``step`` at ``t`` goes to (for recurrence).
+
+    Raises:
+        ValueError: for schedulers other than DDIM and DDPM (multistep history; see the module docstring).
+    """
+    if isinstance(scheduler, DDIMScheduler):
+        prev = t - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+        return float(table[prev]) if prev >= 0 else float(scheduler.final_alpha_cumprod)
+    if isinstance(scheduler, DDPMScheduler):
+        prev = int(scheduler.previous_timestep(t))
+        return float(table[prev]) if prev >= 0 else 1.0
+    raise ValueError(f"recurrence needs a single-step scheduler (DDIM or DDPM); {type(scheduler).__name__} keeps "
+                     "a history of model outputs that repeating a step would corrupt")
 
 
 class Sampler:
@@ -258,33 +282,47 @@ class Sampler:
         pred_x0 = x
         bar = tqdm(scheduler.timesteps, desc=f"sampling ({type(scheduler).__name__})", disable=not self.progress,
                    leave=False, dynamic_ncols=True)
+        repeats = getattr(hook, "repeats", None)
         for index, t in enumerate(bar):
             t_int = timesteps[index]
             t_batch = torch.full((x.shape[0],), t_int, device=device, dtype=torch.long)
-            with torch.enable_grad() if needs_grad else torch.no_grad():
-                x_in = x.detach().requires_grad_(True) if needs_grad else x
-                output = model_fn(scheduler.scale_model_input(x_in, t), t_batch)
-                if output.shape != x.shape:
-                    raise ValueError(f"model_fn returned shape {tuple(output.shape)} for x_t of shape {tuple(x.shape)}")
-                output = output.to(dtype)
-                if hook is not None:
-                    state = StepState(
-                        index=index, num_steps=len(timesteps), t=t_int, x_t=x_in, output=output,
-                        pred_x0=predict_x0(prediction_type, output, x_in, t_int, table),
-                        alpha_bar_t=float(table[t_int]), prediction_type=prediction_type, alphas_cumprod=table,
-                    )
-                    replacement = hook(state)
-                    if replacement is not None:
-                        if replacement.shape != x.shape:
-                            raise ValueError(f"step hook returned shape {tuple(replacement.shape)}, "
-                                             f"expected {tuple(x.shape)}")
-                        output = replacement.to(dtype)
+            runs = int(repeats(index, len(timesteps))) if callable(repeats) else 1
+            if runs < 1:
+                raise ValueError(f"hook.repeats returned {runs} for step {index}; it must be >= 1")
+            alpha_prev = previous_alpha_bar(scheduler, t_int, table) if runs > 1 else None
+            for run in range(runs):
+                with torch.enable_grad() if needs_grad else torch.no_grad():
+                    x_in = x.detach().requires_grad_(True) if needs_grad else x
+                    output = model_fn(scheduler.scale_model_input(x_in, t), t_batch)
+                    if output.shape != x.shape:
+                        raise ValueError(f"model_fn returned shape {tuple(output.shape)} for x_t of shape "
+                                         f"{tuple(x.shape)}")
+                    output = output.to(dtype)
+                    if hook is not None:
+                        state = StepState(
+                            index=index, num_steps=len(timesteps), t=t_int, x_t=x_in, output=output,
+                            pred_x0=predict_x0(prediction_type, output, x_in, t_int, table),
+                            alpha_bar_t=float(table[t_int]), prediction_type=prediction_type,
+                            alphas_cumprod=table,
+                        )
+                        replacement = hook(state)
+                        if replacement is not None:
+                            if replacement.shape != x.shape:
+                                raise ValueError(f"step hook returned shape {tuple(replacement.shape)}, "
+                                                 f"expected {tuple(x.shape)}")
+                            output = replacement.to(dtype)
+                with torch.no_grad():
+                    output = output.detach()
+                    x_prev = scheduler.step(output, t, x, **step_kwargs).prev_sample.to(dtype)
+                    if run < runs - 1:  # recurrence: back to t with fresh noise (module docstring)
+                        ratio = float(table[t_int]) / alpha_prev
+                        noise = randn_tensor(tuple(x.shape), generator=generator, device=device, dtype=dtype)
+                        x = ratio**0.5 * x_prev + (1.0 - ratio) ** 0.5 * noise
             with torch.no_grad():
-                output = output.detach()
                 pred_x0 = predict_x0(prediction_type, output, x, t_int, table)
                 if pred_trajectory is not None:
                     pred_trajectory.append(pred_x0)
-                x = scheduler.step(output, t, x, **step_kwargs).prev_sample.to(dtype)
+                x = x_prev
                 if trajectory is not None:
                     trajectory.append(x)
         return SampleResult(x0=x, pred_x0=pred_x0, timesteps=timesteps, trajectory=trajectory,

@@ -69,6 +69,8 @@ class FaceRender:
             integer + 0.5).
         radiance: (B, 3, H, W) linear radiance of the face before exposure, 0 where alpha is 0.
         vertices: (B, V, 3) the mesh in the model frame, mm.
+        normals: (B, 3, H, W) unit model-frame shading normals (after normal mapping), 0 where nothing
+            is drawn.
     """
 
     image: torch.Tensor
@@ -76,6 +78,7 @@ class FaceRender:
     landmarks: torch.Tensor
     radiance: torch.Tensor
     vertices: torch.Tensor
+    normals: torch.Tensor
 
 
 def tone_map(radiance: torch.Tensor, exposure: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -166,7 +169,8 @@ class FaceScene(nn.Module):
             bg = bg.view(1, -1, 1, 1)
         image = alpha * display + (1.0 - alpha) * bg
         landmarks = camera.project(vertices.index_select(1, self.landmark_vertices))[0]
-        return FaceRender(image=image, alpha=alpha, landmarks=landmarks, radiance=radiance, vertices=vertices)
+        return FaceRender(image=image, alpha=alpha, landmarks=landmarks, radiance=radiance, vertices=vertices,
+                          normals=out.shading_normals)
 
 
 def _tensor(value: Any, dtype: torch.dtype, device: torch.device | str | None) -> torch.Tensor:
