@@ -3,11 +3,13 @@
     python data_prep/make_synthetic.py --out DIR [--subjects 400] [--images-per-subject 4] [--uv-res 64]
         [--image-res 128] [--seed 0] [--workers 2] [--val-subjects N | --val-fraction F]
         [--test-subjects N | --test-fraction F] [--recognizer train|arcface_random|WEIGHTS]
-        [--recognizer-images 8] [--recognizer-shared-images 12] [--recognizer-epochs 10] [--overwrite]
+        [--recognizer-images 8] [--recognizer-shared-images 12] [--recognizer-epochs 10]
+        [--no-eval-recognizer] [--overwrite]
 
 Writes DIR/{train,val,test}-NNNNN.tar shards, DIR/manifest.json, DIR/recognizer.safetensors (the
-identity recognizer trained on the training subjects) and DIR/synthetic.json (configuration, subjects
-per split, recognizer record). The same arguments give byte-identical shards. Check the identity signal
+identity recognizer trained on the training subjects), DIR/eval_recognizer.safetensors (a second
+recognizer, another architecture and seed, that only judges identity in evaluation) and
+DIR/synthetic.json (configuration, subjects per split, recognizer records). The same arguments give byte-identical shards. Check the identity signal
 with data_prep/verify_identity.py --data DIR.
 """
 
@@ -77,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         help="appearances in the shared pool",
     )
     parser.add_argument("--recognizer-epochs", type=int, default=RecognizerTrainingConfig.epochs)
+    parser.add_argument("--no-eval-recognizer", action="store_true",
+                        help="skip the evaluation recognizer (DIR/eval_recognizer.safetensors, the identity judge "
+                             "of the reconstruction tables)")
     parser.add_argument("--samples-per-shard", type=int, default=256)
     parser.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
     parser.add_argument("--no-progress", action="store_true")
@@ -106,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             recognizer_shared_images=args.recognizer_shared_images,
             appearance_pool=args.appearance_pool,
             training=RecognizerTrainingConfig(epochs=args.recognizer_epochs),
+            eval_recognizer=not args.no_eval_recognizer,
             samples_per_shard=args.samples_per_shard,
             overwrite=args.overwrite,
             progress=not args.no_progress,

@@ -20,7 +20,10 @@ so running it twice is cheap. Stages, in order:
    is there (``--ablations`` also trains ``experiment=ablation_none``).
 7. ``samples``     — ``python -m fitdiff.sample``: unconditional avatars and avatars of a held-out identity
    (OBJ + GLB + grid.png).
-8. ``evaluate``    — ``python evaluate.py table=conditioning``: the conditioning table and the diversity
+8. ``reconstruct`` — ``python -m fitdiff.reconstruct``: guided reconstruction (preset ``guided_x0``) of the
+   first held-out photo from its landmarks: avatar, render, relit renders, ``fit.json`` in
+   ``reconstruct/guided_x0/``.
+9. ``evaluate``    — ``python evaluate.py table=conditioning``: the conditioning table and the diversity
    report on held-out photos, printed and written to ``evaluate/``.
 
 Each later stage of the method (dataset, autoencoder, diffusion, guided reconstruction, evaluation)
@@ -111,6 +114,29 @@ def _run_entry_point(script: str, args: list[str]) -> None:
     subprocess.run(command, check=True, cwd=REPO_ROOT)
 
 
+def _run_in_process(script: str, args: list[str]) -> None:
+    """What :func:`_run_entry_point` does, in this process: for entry points with ``main(argv) -> int``
+    (``-m module`` as ``script="-m"`` with the module first in ``args``, or a script path). Each Python
+    start costs about 10 s of imports on 2 cores (torch, Lightning, diffusers), so the light stages run
+    here; training, the dataset build and ``evaluate.py`` (Hydra applications) keep their own process."""
+    import importlib
+    import importlib.util
+
+    log.info("$ %s", " ".join([script, *args] if script == "-m" else [str(REPO_ROOT / script), *args]))
+    if script == "-m":
+        module = importlib.import_module(args[0])
+        if not hasattr(module, "main"):  # a package: its __main__ module
+            module = importlib.import_module(f"{args[0]}.__main__")
+        args = args[1:]
+    else:
+        spec = importlib.util.spec_from_file_location(f"quickstart_{Path(script).stem}", REPO_ROOT / script)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    code = module.main(list(args))
+    if code:
+        raise subprocess.CalledProcessError(code, [script, *args])
+
+
 def _synthetic_dir() -> Path:
     return REPO_ROOT / "data" / "synthetic"
 
@@ -126,7 +152,7 @@ def _stage_dataset(out_dir: Path) -> None:
             log.info("the dataset in %s was built with other settings (%s): rebuilding it", data, stale)
         args = [part for key, value in SYNTHETIC_SETTINGS.items() for part in (f"--{key.replace('_', '-')}", str(value))]
         _run_entry_point("data_prep/make_synthetic.py", [*args, "--out", str(data), "--overwrite"])
-    _run_entry_point("data_prep/verify_identity.py", ["--data", str(data)])
+    _run_in_process("data_prep/verify_identity.py", ["--data", str(data)])
 
 
 def _stale_dataset_settings(data: Path) -> str:
@@ -134,10 +160,15 @@ def _stale_dataset_settings(data: Path) -> str:
     no build record there). An earlier, smaller embedded dataset is rebuilt rather than silently reused."""
     import json
 
+    from fitdiff.synthetic.config import EVAL_RECOGNIZER_FILE
+
     record = data / "synthetic.json"
     built = json.loads(record.read_text()).get("config", {}) if record.is_file() else SYNTHETIC_SETTINGS
-    return ", ".join(f"{key} {built.get(key)} instead of {value}"
-                     for key, value in SYNTHETIC_SETTINGS.items() if built.get(key) != value)
+    stale = [f"{key} {built.get(key)} instead of {value}"
+             for key, value in SYNTHETIC_SETTINGS.items() if built.get(key) != value]
+    if record.is_file() and not (data / EVAL_RECOGNIZER_FILE).is_file():
+        stale.append(f"no {EVAL_RECOGNIZER_FILE}")
+    return ", ".join(stale)
 
 
 def _validations(metrics_csv: Path) -> list[dict[str, float]]:
@@ -176,7 +207,7 @@ def _stage_autoencoder(out_dir: Path) -> None:
         checkpoints = sorted((run_dir / "checkpoints").glob("step*.ckpt")) or [
             run_dir / "checkpoints" / "last.ckpt"
         ]
-        _run_entry_point("-m", ["fitdiff.autoencoder", str(checkpoints[-1]), str(weights)])
+        _run_in_process("-m", ["fitdiff.autoencoder", str(checkpoints[-1]), str(weights)])
     rows = _validations(run_dir / "csv" / "metrics.csv")
     scored = [r for r in rows if "val/rec_loss" in r]
     if scored:
@@ -201,7 +232,7 @@ def _stage_latents(out_dir: Path) -> None:
             log.info("reusing the latents in %s (encoded by %s)", latents, weights)
             return
         log.info("the latents in %s come from another autoencoder: re-encoding", latents)
-    _run_entry_point("data_prep/encode_latents.py", ["--autoencoder", str(weights), "--data", str(_synthetic_dir()),
+    _run_in_process("data_prep/encode_latents.py", ["--autoencoder", str(weights), "--data", str(_synthetic_dir()),
                                                      "--out", str(latents), "--overwrite"])
 
 
@@ -257,11 +288,38 @@ def _held_out_embedding(out_dir: Path) -> Path:
 
 def _stage_samples(out_dir: Path) -> None:
     ckpt = out_dir / "ldm" / "checkpoints" / "last.ckpt"
-    _run_entry_point("-m", ["fitdiff.sample", "--ckpt", str(ckpt), "--n", "8", "--seed", "0",
+    _run_in_process("-m", ["fitdiff.sample", "--ckpt", str(ckpt), "--n", "8", "--seed", "0",
                             "--out", str(out_dir / "samples" / "unconditional")])
     identity = _held_out_embedding(out_dir)
-    _run_entry_point("-m", ["fitdiff.sample", "--ckpt", str(ckpt), "--n", "4", "--seed", "0", "--identity",
+    _run_in_process("-m", ["fitdiff.sample", "--ckpt", str(ckpt), "--n", "4", "--seed", "0", "--identity",
                             str(identity), "--out", str(out_dir / "samples" / "conditional")])
+
+
+def _held_out_photo(out_dir: Path) -> tuple[Path, Path]:
+    """The first held-out (val) photo and its 68 landmarks as files (``photo.png``, ``photo.npy``), the
+    input of ``fitdiff.reconstruct``."""
+    import numpy as np
+
+    from fitdiff.data import decode_sample, load_manifest, read_shard
+
+    data = _synthetic_dir()
+    shard = load_manifest(data).shards_for("val")[0]
+    raw = next(iter(read_shard(str(data / shard.name), fields=("image", "landmarks"))))
+    sample = decode_sample(raw, fields=("image", "landmarks"), shard=shard.name)
+    folder = out_dir / "reconstruct" / "input"
+    folder.mkdir(parents=True, exist_ok=True)
+    photo, landmarks = folder / f"{sample.key}.png", folder / f"{sample.key}.npy"
+    photo.write_bytes(raw["image.png"])
+    np.save(landmarks, sample.landmarks)
+    return photo, landmarks
+
+
+def _stage_reconstruct(out_dir: Path) -> None:
+    ckpt = out_dir / "ldm" / "checkpoints" / "last.ckpt"
+    photo, landmarks = _held_out_photo(out_dir)
+    _run_in_process("-m", ["fitdiff.reconstruct", "--ckpt", str(ckpt), "--image", str(photo), "--landmarks",
+                            str(landmarks), "--recognizer-weights", str(_synthetic_dir() / "recognizer.safetensors"),
+                            "--preset", "guided_x0", "--seed", "0", "--out", str(out_dir / "reconstruct" / "guided_x0")])
 
 
 def _stage_evaluate(out_dir: Path, ablations: bool = False) -> None:
@@ -292,6 +350,7 @@ STAGES: list[Stage] = [
     Stage("latents", "pre-encode the dataset with the exported autoencoder", _stage_latents),
     Stage("diffusion", "train the quickstart SPADE latent diffusion (quickstart_ldm)", _stage_diffusion),
     Stage("samples", "unconditional and identity-conditioned avatars (python -m fitdiff.sample)", _stage_samples),
+    Stage("reconstruct", "guided reconstruction of a held-out photo (python -m fitdiff.reconstruct)", _stage_reconstruct),
     Stage("evaluate", "the conditioning table on held-out photos (evaluate.py table=conditioning)", _stage_evaluate),
 ]
 #: stages that also run the conditioning ablation with --ablations

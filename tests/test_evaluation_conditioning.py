@@ -106,7 +106,7 @@ def assets(tmp_path_factory, checkpoints):
     return folder, *checkpoints
 
 
-def _compose(tmp_path, *overrides: str):
+def _compose(tmp_path, *overrides: str, table: str = "conditioning"):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -121,7 +121,7 @@ def _compose(tmp_path, *overrides: str):
         "extras.print_config=false",
     ]
     with initialize_config_dir(config_dir=str(REPO_ROOT / "experiments"), version_base="1.3"):
-        return compose("evaluate", overrides=["table=conditioning", *paths, *overrides])
+        return compose("evaluate", overrides=[f"table={table}", *paths, *overrides])
 
 
 def _records(path) -> list[dict]:

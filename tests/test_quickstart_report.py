@@ -25,7 +25,7 @@ def test_autoencoder_report_names_the_exported_checkpoint(tmp_path, caplog):
 
 def test_quickstart_autoencoder_is_bounded_by_steps_not_time(compose_train):
     cfg = compose_train("quickstart_ae")
-    assert cfg.trainer.max_steps == 600 and cfg.trainer.get("max_time") is None  # same step on every machine
+    assert cfg.trainer.max_steps == 500 and cfg.trainer.get("max_time") is None  # same step on every machine
     assert cfg.model.loss.disc_start >= cfg.trainer.max_steps  # the GAN phase starts after the budget
     assert cfg.trainer.max_steps % cfg.trainer.val_check_interval == 0  # the last step is validated
     assert cfg.callbacks.rich_progress_bar._target_ == "fitdiff.callbacks.StepProgressBar"

@@ -202,3 +202,21 @@ def test_random_arcface_recognizer_option(tmp_path):
     assert not (tmp_path / "arc" / RECOGNIZER_FILE).exists()
     for _split, sample in _samples(tmp_path / "arc"):
         assert abs(np.linalg.norm(sample.identity) - 1) < 1e-3
+
+
+def test_the_build_trains_an_evaluation_recognizer_of_another_architecture(built):
+    from fitdiff.face.synthetic_recognizer import load_recognizer_weights
+    from fitdiff.synthetic.config import EVAL_RECOGNIZER_FILE
+
+    out, _ = built
+    judge = load_recognizer_weights(out / EVAL_RECOGNIZER_FILE)
+    guide = load_recognizer_weights(out / RECOGNIZER_FILE)
+    assert judge.arch == "plain" and guide.arch == "residual"
+    record = json.loads((out / "synthetic.json").read_text())
+    assert record["eval_recognizer"]["sha256"] == sha256_file(out / EVAL_RECOGNIZER_FILE)
+    assert record["eval_recognizer"]["training"]["seed"] != record["recognizer"]["training"]["seed"]
+    assert record["eval_recognizer"]["train_subjects"] == record["recognizer"]["train_subjects"]
+    # it judges, never embeds: the stored embeddings are the guiding recognizer's
+    assert load_manifest(out).recognizer == recognizer_id(sha256_file(out / RECOGNIZER_FILE))
+    # the default architecture is not written into records, so earlier builds' records stay the same
+    assert "arch" not in record["recognizer"]["training"] and record["eval_recognizer"]["training"]["arch"] == "plain"

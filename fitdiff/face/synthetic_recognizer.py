@@ -28,6 +28,7 @@ from fitdiff.face.identity import IdentityEncoder, load_state_dict_file, registe
 from fitdiff.io import StateDictError, safetensors_metadata
 
 __all__ = [
+    "ARCHITECTURES",
     "RecognizerNet",
     "SyntheticRecognizer",
     "load_recognizer_weights",
@@ -36,7 +37,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: safetensors metadata entry holding the architecture (JSON: ``width``, ``embedding_dim``, extras)
+#: safetensors metadata entry holding the architecture (JSON: ``width``, ``embedding_dim``, ``arch``, extras)
 WEIGHTS_HEADER_KEY = "fitdiff"
 
 
@@ -62,25 +63,54 @@ class _Residual(nn.Module):
         return self.act(x + self.body(x))
 
 
-class RecognizerNet(nn.Module):
-    """(B, 3, 112, 112) RGB in [0, 1] -> (B, embedding_dim) raw (not normalised) embeddings."""
+#: architectures of :class:`RecognizerNet`
+ARCHITECTURES = ("residual", "plain")
 
-    def __init__(self, embedding_dim: int = 512, width: int = 16) -> None:
+
+class RecognizerNet(nn.Module):
+    """(B, 3, 112, 112) RGB in [0, 1] -> (B, embedding_dim) raw (not normalised) embeddings.
+
+    Architectures (the input is average-pooled to 56 x 56 first):
+
+    - ``residual`` (the dataset's recognizer): three stride-2 stages with a residual block each
+      (56 -> 7 px), a 1x1 reduction, flatten, linear;
+    - ``plain`` (the evaluation recognizer, a different network to judge identity with): four stride-2
+      stages of two plain convolutions each, no shortcuts (56 -> 4 px), flatten, linear.
+    """
+
+    def __init__(self, embedding_dim: int = 512, width: int = 16, arch: str = "residual") -> None:
         super().__init__()
+        if arch not in ARCHITECTURES:
+            raise ValueError(f"recognizer arch must be one of {', '.join(ARCHITECTURES)}, got {arch!r}")
+        self.arch = arch
         w = width
-        self.features = nn.Sequential(
-            _conv_bn(3, w, 2),
-            _Residual(w),
-            _conv_bn(w, 2 * w, 2),
-            _Residual(2 * w),
-            _conv_bn(2 * w, 4 * w, 2),
-            _Residual(4 * w),
-            nn.Conv2d(4 * w, 2 * w, 1, bias=False),
-            nn.BatchNorm2d(2 * w),
-        )
+        if arch == "residual":
+            self.features = nn.Sequential(
+                _conv_bn(3, w, 2),
+                _Residual(w),
+                _conv_bn(w, 2 * w, 2),
+                _Residual(2 * w),
+                _conv_bn(2 * w, 4 * w, 2),
+                _Residual(4 * w),
+                nn.Conv2d(4 * w, 2 * w, 1, bias=False),
+                nn.BatchNorm2d(2 * w),
+            )
+            flat = 2 * w * 7 * 7
+        else:
+            self.features = nn.Sequential(
+                _conv_bn(3, w, 2), _conv_bn(w, w),
+                _conv_bn(w, 2 * w, 2), _conv_bn(2 * w, 2 * w),
+                _conv_bn(2 * w, 4 * w, 2), _conv_bn(4 * w, 4 * w),
+                _conv_bn(4 * w, 4 * w, 2),
+            )
+            flat = 4 * w * 4 * 4
         self.dropout = nn.Dropout(0.1)
-        self.fc = nn.Linear(2 * w * 7 * 7, embedding_dim)
+        self.fc = nn.Linear(flat, embedding_dim)
         self.out_bn = nn.BatchNorm1d(embedding_dim)
+
+    @property
+    def width(self) -> int:
+        return int(self.features[0][0].out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-2:] != (112, 112):
@@ -111,7 +141,8 @@ def load_recognizer_weights(path: str | Path) -> RecognizerNet:
             header = json.loads(raw)
         except ValueError as exc:
             raise StateDictError(f"{what}: {path} has a malformed {WEIGHTS_HEADER_KEY!r} header: {exc}") from exc
-    net = RecognizerNet(int(header.get("embedding_dim", 512)), int(header.get("width", 16)))
+    net = RecognizerNet(int(header.get("embedding_dim", 512)), int(header.get("width", 16)),
+                        str(header.get("arch", "residual")))
     load_state_dict_file(net, path, what=what)
     return net.eval()
 

@@ -95,7 +95,8 @@ def camera_from_landmarks(
         znear: near clip plane of the returned camera (mm).
 
     Returns:
-        A :class:`PerspectiveCamera` of batch B (float32, on ``points_2d``'s device), detached.
+        A :class:`PerspectiveCamera` of batch B (float32, on ``points_2d``'s device), detached; each
+        photo is solved on its own, so its camera does not depend on the rest of the batch.
     """
     if points_2d.dim() != 3 or points_2d.shape[-1] != 2:
         raise ValueError(f"points_2d must be (B, N, 2), got {tuple(points_2d.shape)}")
@@ -104,6 +105,12 @@ def camera_from_landmarks(
         raise ValueError(f"points_3d must be ({n}, 3) or (B, {n}, 3), got {tuple(points_3d.shape)}")
     if n < 4:
         raise ValueError(f"a camera from landmarks needs at least 4 points, got {n}")
+    if points_2d.shape[0] > 1:  # each photo on its own: a shared line search would couple them
+        x = points_3d if points_3d.dim() == 3 else points_3d.expand(points_2d.shape[0], -1, -1)
+        cams = [camera_from_landmarks(points_2d[i:i + 1], x[i], image_size, fov_degrees, refine_steps,
+                                      refine_focal, znear) for i in range(points_2d.shape[0])]
+        return PerspectiveCamera(*(torch.cat([getattr(c, k) for c in cams]) for k in ("R", "t", "fx", "fy", "cx", "cy")),
+                                 image_size, znear=znear)
     height, width = image_size
     device = points_2d.device
     u = points_2d.detach().double()

@@ -52,7 +52,8 @@ class GuidanceConfig:
         start, stop: guided steps as fractions of the run, ``start <= index / num_steps < stop``.
         recurrence: runs of every guided step (1 = no recurrence).
         scene_steps: Adam steps on camera and lights per guided step run (0 = fixed).
-        scene_lr: their learning rate (radians, depth fractions and SH units alike).
+        camera_lr: their learning rate of the camera (radians and fractions of the depth per step);
+        light_lr: of the lights (SH coefficients, light direction, log intensity).
     """
 
     rule: str = "x0"
@@ -61,7 +62,8 @@ class GuidanceConfig:
     stop: float = 1.0
     recurrence: int = 1
     scene_steps: int = 1
-    scene_lr: float = 0.01
+    camera_lr: float = 1e-3
+    light_lr: float = 1e-2
 
     def __post_init__(self) -> None:
         if self.rule not in GUIDANCE_RULES:
@@ -97,8 +99,9 @@ class FacialGuidance:
         self.params = params
         self.target = target
         self.config = config
-        scene_params = params.camera_parameters() + params.light_parameters()
-        self.scene_optimizer = torch.optim.Adam(scene_params, lr=config.scene_lr) if config.scene_steps else None
+        groups = [{"params": params.camera_parameters(), "lr": config.camera_lr},
+                  {"params": params.light_parameters(), "lr": config.light_lr}]
+        self.scene_optimizer = torch.optim.Adam(groups) if config.scene_steps else None
         self.history: list[dict[str, float]] = []
 
     @property

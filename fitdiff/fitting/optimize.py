@@ -30,16 +30,18 @@ class OptimizeConfig:
     Attributes:
         steps: Adam steps (each one render, one loss and one backward pass per photo).
         lr: learning rate of the latent (normalised units).
-        scene_lr: learning rate of the camera and light updates (0 = fixed camera and lights).
+        camera_lr, light_lr: learning rates of the camera (radians, depth fractions) and light updates
+            (0 = fixed).
     """
 
     steps: int = 50
     lr: float = 0.05
-    scene_lr: float = 0.01
+    camera_lr: float = 1e-3
+    light_lr: float = 1e-2
 
     def __post_init__(self) -> None:
-        if self.steps < 0 or self.lr < 0 or self.scene_lr < 0:
-            raise ValueError(f"steps, lr and scene_lr must be >= 0, got {self.steps}, {self.lr}, {self.scene_lr}")
+        if min(self.steps, self.lr, self.camera_lr, self.light_lr) < 0:
+            raise ValueError(f"steps and learning rates must be >= 0, got {self}")
 
 
 def optimize_latent(
@@ -67,8 +69,10 @@ def optimize_latent(
     """
     latent = z.detach().clone().requires_grad_(True)
     groups = [{"params": [latent], "lr": config.lr}]
-    if config.scene_lr > 0:
-        groups.append({"params": params.camera_parameters() + params.light_parameters(), "lr": config.scene_lr})
+    if config.camera_lr > 0:
+        groups.append({"params": params.camera_parameters(), "lr": config.camera_lr})
+    if config.light_lr > 0:
+        groups.append({"params": params.light_parameters(), "lr": config.light_lr})
     optimizer = torch.optim.Adam(groups)
     history: list[dict[str, float]] = []
     for step in range(config.steps):

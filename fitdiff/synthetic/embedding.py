@@ -19,7 +19,7 @@ from fitdiff.data.embed import IdentityEmbedder
 from fitdiff.face.identity import IdentityEncoder
 from fitdiff.face.synthetic_recognizer import SyntheticRecognizer
 from fitdiff.io import sha256_file
-from fitdiff.synthetic.config import GENERATOR, RECOGNIZER_FILE, SyntheticConfig
+from fitdiff.synthetic.config import EVAL_RECOGNIZER_FILE, GENERATOR, RECOGNIZER_FILE, SyntheticConfig
 from fitdiff.synthetic.recognizer_training import (
     RecognizerTrainingConfig,
     save_recognizer_weights,
@@ -31,7 +31,7 @@ from fitdiff.synthetic.subjects import Stream, rng_for
 if TYPE_CHECKING:
     from rich.progress import Progress
 
-__all__ = ["EMBED_BATCH", "RECOGNIZER_NAME", "build_encoder", "embed_all", "recognizer_id"]
+__all__ = ["EMBED_BATCH", "RECOGNIZER_NAME", "build_encoder", "build_eval_recognizer", "embed_all", "recognizer_id"]
 
 RECOGNIZER_NAME = "synthetic_recognizer"
 EMBED_BATCH = 64  # photos per identity-encoder call
@@ -64,25 +64,44 @@ def build_encoder(
             name,
             {"kind": "file", "id": name, "source": str(path), "sha256": sha},
         )
+    sha, record = _train(cfg, results, progress, cfg.training, Stream.RECOGNIZER_TRAINING, RECOGNIZER_FILE,
+                         "training recognizer")
+    name = record["id"]
+    return SyntheticRecognizer(out / RECOGNIZER_FILE, name=name), name, record
+
+
+def build_eval_recognizer(cfg: SyntheticConfig, results: list[SubjectResult], progress: Progress
+                          ) -> dict[str, Any] | None:
+    """Train the evaluation recognizer (``cfg.eval_training``: another architecture and seed, the same
+    training subjects' crops) into ``OUT/eval_recognizer.safetensors``; its JSON record, or None when the
+    build trains no recognizer or ``cfg.eval_recognizer`` is off. It never embeds dataset photos: it
+    only judges identity (guided reconstruction's tables), so guidance cannot overfit the judge."""
+    if cfg.recognizer != "train" or not cfg.eval_recognizer:
+        return None
+    _, record = _train(cfg, results, progress, cfg.eval_training, Stream.EVAL_RECOGNIZER_TRAINING,
+                       EVAL_RECOGNIZER_FILE, "training evaluation recognizer")
+    return record
+
+
+def _train(cfg: SyntheticConfig, results: list[SubjectResult], progress: Progress,
+           config: RecognizerTrainingConfig, stream: Stream, file: str, label: str) -> tuple[str, dict[str, Any]]:
+    """Train a recognizer on the training subjects' crops, save it to ``OUT/file``; (sha256, record)."""
     train = [r for r in results if r.split == "train"]
     crops = np.concatenate([r.crops for r in train])
     labels = np.concatenate([np.full(len(r.crops), i) for i, r in enumerate(train)])
-    seed = int(rng_for(cfg.seed, Stream.RECOGNIZER_TRAINING).integers(0, 2**31 - 1))
-    training = RecognizerTrainingConfig(**{**cfg.training.to_dict(), "seed": seed})
-    task = progress.add_task(
-        "training recognizer", total=training.epochs * max(1, len(crops) // training.batch_size), info=""
-    )
+    seed = int(rng_for(cfg.seed, stream).integers(0, 2**31 - 1))
+    training = RecognizerTrainingConfig(**{**config.to_dict(), "seed": seed})
+    task = progress.add_task(label, total=training.epochs * max(1, len(crops) // training.batch_size), info="")
 
     def report(step: int, total: int, loss: float) -> None:
         progress.update(task, completed=step, info=f"loss {loss:.3f}")
 
     net, history = train_recognizer(crops, labels, training, progress=report)
-    sha = save_recognizer_weights(net, out / RECOGNIZER_FILE, {"generator": GENERATOR})
-    name = recognizer_id(sha)
+    sha = save_recognizer_weights(net, Path(cfg.out) / file, {"generator": GENERATOR})
     record = {
         "kind": "trained",
-        "id": name,
-        "file": RECOGNIZER_FILE,
+        "id": recognizer_id(sha),
+        "file": file,
         "sha256": sha,
         "training": training.to_dict(),
         "train_subjects": len(train),
@@ -90,7 +109,7 @@ def build_encoder(
         "shared_appearance_crops": int(sum((r.crop_appearance >= 0).sum() for r in train)),
         "loss_per_epoch": history,
     }
-    return SyntheticRecognizer(out / RECOGNIZER_FILE, name=name), name, record
+    return sha, record
 
 
 def embed_all(

@@ -49,7 +49,7 @@ from fitdiff.synthetic.config import (
     SyntheticConfig,
     load_shape_model,
 )
-from fitdiff.synthetic.embedding import build_encoder, embed_all, recognizer_id
+from fitdiff.synthetic.embedding import build_encoder, build_eval_recognizer, embed_all, recognizer_id
 from fitdiff.synthetic.subject_job import SubjectJob, SubjectResult, generate_subject
 from fitdiff.synthetic.subjects import subject_id
 
@@ -195,6 +195,10 @@ def generate_dataset(cfg: SyntheticConfig) -> GenerationReport:
         with _threads(cfg.threads):
             encoder, recognizer, record = build_encoder(cfg, results, progress)
         timings["recognizer"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+        with _threads(cfg.threads):
+            eval_record = build_eval_recognizer(cfg, results, progress)
+        timings["eval_recognizer"] = time.perf_counter() - mark
 
         mark = time.perf_counter()
         spec = SampleSpec(
@@ -238,6 +242,7 @@ def generate_dataset(cfg: SyntheticConfig) -> GenerationReport:
         "config": cfg.to_dict(),
         "shape_model": model.model_id,
         "recognizer": record,
+        "eval_recognizer": eval_record,
         "counts": manifest.counts,
         "subjects": {split: sorted(s for s, v in splits.items() if v == split) for split in SPLITS},
     }

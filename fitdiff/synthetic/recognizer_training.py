@@ -74,7 +74,8 @@ class RecognizerTrainingConfig:
         scale, margin: ArcFace logit scale s and angular margin m (radians); the margin ramps up linearly
             over the first ``margin_warmup`` fraction of the steps.
         max_shift: random translation of the crops in pixels (augmentation).
-        width: channels of the first stage; embedding_dim: output size.
+        width: channels of the first stage; embedding_dim: output size; arch: the network
+            (:data:`fitdiff.face.synthetic_recognizer.ARCHITECTURES`).
         seed: initialisation, batch order and augmentation.
     """
 
@@ -88,10 +89,16 @@ class RecognizerTrainingConfig:
     max_shift: int = 4
     width: int = 16
     embedding_dim: int = 512
+    arch: str = "residual"
     seed: int = 0
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields as a dict; ``arch`` only when it is not the default (records of builds made before
+        the field existed stay the same)."""
+        data = asdict(self)
+        if data["arch"] == "residual":
+            data.pop("arch")
+        return data
 
 
 def shift_images(batch: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
@@ -150,7 +157,7 @@ def train_recognizer(
     generator = torch.Generator().manual_seed(config.seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        net = RecognizerNet(config.embedding_dim, config.width)
+        net = RecognizerNet(config.embedding_dim, config.width, config.arch)
         head = ArcMarginHead(config.embedding_dim, n_classes, config.scale, config.margin)
     params = list(net.parameters()) + list(head.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -199,7 +206,9 @@ def save_recognizer_weights(
     from safetensors.torch import save
 
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    header = {"width": net.features[0][0].out_channels, "embedding_dim": net.fc.out_features}
+    header = {"width": net.width, "embedding_dim": net.fc.out_features}
+    if net.arch != "residual":  # files of the default architecture keep their bytes (and checksums)
+        header["arch"] = net.arch
     header.update(metadata or {})
     payload = save(state, metadata={WEIGHTS_HEADER_KEY: json.dumps(header, sort_keys=True)})
     atomic_write_bytes(path, payload)

@@ -36,6 +36,7 @@ class Stream(enum.IntEnum):
     SHARED_APPEARANCE = 4  # appearance of a member of the shared appearance pool
     SHARED_PHOTO = 5  # scene of a shared-appearance recognizer render
     SHARED_PLAN = 6  # which pool appearances a subject's shared-appearance renders wear
+    EVAL_RECOGNIZER_TRAINING = 7  # initialisation and batch order of the evaluation recognizer
 
 
 def rng_for(seed: int, stream: Stream, *indices: int) -> np.random.Generator:
