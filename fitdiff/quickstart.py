@@ -11,7 +11,7 @@ so running it twice is cheap. Stages, in order:
    photos, 40 validation and 40 test subjects, 64x64 UV maps, 128x128 photos, with its trained synthetic
    recognizer; about 5 minutes), unless one built with the same settings is there, and print its
    identity-verification ROC-AUC and linear identity probe on held-out subjects.
-4. ``autoencoder`` — train ``experiment=quickstart_ae`` for its fixed budget of 600 steps (about 8
+4. ``autoencoder`` — train ``experiment=quickstart_ae`` for its fixed budget of 500 steps (about 7
    minutes on 2 idle CPU cores; every machine stops at the same step) unless a finished run is there,
    export its weights as safetensors and print its validation metrics.
 5. ``latents``     — encode the dataset with the exported autoencoder into ``data/synthetic_latents``
@@ -346,7 +346,7 @@ STAGES: list[Stage] = [
     Stage("assets", "registered external files and their state", _stage_assets),
     Stage("configs", "compose and validate every experiment config", _stage_configs),
     Stage("dataset", "embedded synthetic fitted dataset + identity verification", _stage_dataset),
-    Stage("autoencoder", "train the quickstart branched VQGAN (quickstart_ae, 600 steps)", _stage_autoencoder),
+    Stage("autoencoder", "train the quickstart branched VQGAN (quickstart_ae, 500 steps)", _stage_autoencoder),
     Stage("latents", "pre-encode the dataset with the exported autoencoder", _stage_latents),
     Stage("diffusion", "train the quickstart SPADE latent diffusion (quickstart_ldm)", _stage_diffusion),
     Stage("samples", "unconditional and identity-conditioned avatars (python -m fitdiff.sample)", _stage_samples),

@@ -66,15 +66,15 @@ def test_robustness_table_end_to_end(assets, tmp_path):
 
     folder, ckpt = assets
     fast = ["table.n_photos=2", "table.batch_size=2", "table.lpips=false", "table.progress=false",
-            f"table.preset_overrides={{guided_x0:[{_STEPS}],optimize:['optimize.steps=2']}}"]
+            f"table.preset_overrides={{guided_eps:[{_STEPS},'polish.steps=1'],optimize:['optimize.steps=2']}}"]
     cfg = _compose(tmp_path, f"ckpts=[{ckpt}]", f"paths.data_dir={folder}", *fast, table="robustness")
     tasks.evaluate(cfg)
     rows = list(csv.DictReader(open(tmp_path / "run" / "robustness.csv")))
     conditions = ["clean", "occluder 20%", "side light", "noise 0.1", "JPEG q20"]
-    assert [r["method"] for r in rows] == [f"{m} | {c}" for m in ("guided x0", "optimisation fitter")
+    assert [r["method"] for r in rows] == [f"{m} | {c}" for m in ("guided eps", "optimisation fitter")
                                            for c in conditions]
     markdown = (tmp_path / "run" / "robustness.md").read_text()
-    assert "### Degradation" in markdown and "guided x0 degrades less than optimisation fitter" in markdown
+    assert "### Degradation" in markdown and "guided eps degrades less than optimisation fitter" in markdown
 
 
 def test_corruptions_change_the_photo_where_they_should():

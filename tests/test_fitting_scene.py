@@ -129,3 +129,32 @@ def test_relit_renders_differ_exactly_where_the_lights_change_the_shading(model)
     mask = fitted.alpha[0, 0] > 0
     assert float(left_minus_right[:, :mid][mask[:, :mid]].mean()) > 0.0
     assert float(left_minus_right[:, mid:][mask[:, mid:]].mean()) < 0.0
+
+
+def test_several_detected_faces_pick_the_largest_and_say_so(monkeypatch, caplog, tmp_path):
+    import numpy as np
+
+    from fitdiff import reconstruct
+    from fitdiff.face import detection
+
+    small = detection.Detection(box=torch.tensor([0.0, 0.0, 10.0, 10.0]), score=0.99,
+                                landmarks=torch.full((5, 2), 5.0))
+    large = detection.Detection(box=torch.tensor([20.0, 20.0, 60.0, 70.0]), score=0.9,
+                                landmarks=torch.full((5, 2), 40.0))
+
+    class TwoFaces:
+        def detect(self, image):
+            return [small, large]
+
+    class NoFaces:
+        def detect(self, image):
+            return []
+
+    image = np.zeros((80, 80, 3), dtype=np.uint8)
+    monkeypatch.setattr(detection, "FaceDetector", TwoFaces)
+    with caplog.at_level("WARNING"):
+        points = reconstruct.photo_landmarks(image, tmp_path / "group.png", None, aligned=False)
+    assert np.allclose(points, 40.0) and "2 faces found" in caplog.text and "group.png" in caplog.text
+    monkeypatch.setattr(detection, "FaceDetector", NoFaces)
+    with pytest.raises(reconstruct.ReconstructionError, match="no face found in .*empty.png"):
+        reconstruct.photo_landmarks(image, tmp_path / "empty.png", None, aligned=False)

@@ -38,7 +38,7 @@ class RobustnessTable(ReconstructionTable):
     ``corruptions`` (a subset of :data:`~fitdiff.evaluation.corruptions.CORRUPTIONS`)."""
 
     def __init__(self, *args: Any, corruptions: Sequence[str] = CORRUPTIONS,
-                 presets: Sequence[str] = ("guided_x0", "optimize"), name: str = "robustness", **kwargs: Any) -> None:
+                 presets: Sequence[str] = ("guided_eps", "optimize"), name: str = "robustness", **kwargs: Any) -> None:
         kwargs.pop("mean_face", None)  # no baseline row: the degradation check compares the presets
         super().__init__(*args, presets=presets, name=name, mean_face=False, **kwargs)
         unknown = sorted(set(corruptions) - set(CORRUPTIONS))

@@ -15,7 +15,8 @@ latents are **quantised** first, as for the final avatar, with straight-through 
 RMS is per sample over the latent's elements (padding has zero gradient), so ``scale`` is the size of the
 step in units of the latent's per-channel std. The same backward pass gives the gradient of L with
 respect to the camera and lights (:class:`~fitdiff.fitting.scene_params.SceneParameters`), which one
-Adam step updates; ``scene_steps - 1`` further Adam steps refine them with x̂0 fixed.
+Adam step updates; ``scene_steps - 1`` further Adam steps refine them with x̂0 fixed. Before that, with
+``relight`` on, the SH lights are re-solved in closed form for x̂0's albedo and normals.
 
 Guided steps are those with ``start <= index / num_steps < stop`` (index 0 = the noisiest step); each is
 run ``recurrence`` times (re-noised in between by the sampler; DDIM or DDPM only).
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from fitdiff.diffusion import StepState
+from fitdiff.fitting.lighting_init import sh_from_photo
 from fitdiff.fitting.losses import FitLoss, FitTarget
 from fitdiff.fitting.scene_params import SceneParameters
 from fitdiff.ldm.pipeline import DecodedFace
@@ -51,6 +53,10 @@ class GuidanceConfig:
         scale: step size (latent std units): w of the ``eps`` rule, ρ of the ``x0`` rule.
         start, stop: guided steps as fractions of the run, ``start <= index / num_steps < stop``.
         recurrence: runs of every guided step (1 = no recurrence).
+        relight: before each guided step run, re-solve the SH lights in closed form for x̂0's albedo and
+            normals (:func:`~fitdiff.fitting.lighting_init.sh_from_photo`); albedo and light trade off
+            against each other, and lights fitted to an earlier albedo make the pixel term pull the
+            albedo the wrong way.
         scene_steps: Adam steps on camera and lights per guided step run (0 = fixed).
         camera_lr: their learning rate of the camera (radians and fractions of the depth per step);
         light_lr: of the lights (SH coefficients, light direction, log intensity).
@@ -61,6 +67,7 @@ class GuidanceConfig:
     start: float = 0.0
     stop: float = 1.0
     recurrence: int = 1
+    relight: bool = True
     scene_steps: int = 1
     camera_lr: float = 1e-3
     light_lr: float = 1e-2
@@ -126,6 +133,16 @@ class FacialGuidance:
         entry.update({k: float(v.detach().mean()) for k, v in terms.items()})
         self.history.append(entry)
 
+    def _relight(self, z: torch.Tensor) -> None:
+        """The SH lights of the face ``z`` decodes to, by least squares (``config.relight``)."""
+        if not self.config.relight:
+            return
+        with torch.no_grad():
+            face = self.decode(z)
+            sh = sh_from_photo(self.loss.scene, face.shape, face.maps["diffuse"], face.maps["normals"],
+                               self.params.camera(), self.target.photo)
+            self.params.sh.copy_(sh)
+
     def _refine_scene(self, z: torch.Tensor) -> None:
         """Further Adam steps on camera and lights with the latent ``z`` fixed."""
         if self.scene_optimizer is None:
@@ -142,6 +159,7 @@ class FacialGuidance:
     def __call__(self, state: StepState) -> torch.Tensor | None:
         if not self.guided(state.index, state.num_steps):
             return None
+        self._relight(state.pred_x0.detach())
         if self.scene_optimizer is not None:
             self.scene_optimizer.zero_grad(set_to_none=True)
         if self.config.rule == "eps":

@@ -11,7 +11,8 @@
    - ``unguided``: conditional sampling (CFG), then camera and lights re-estimated for the sample's
      shape and albedo (nothing changes the latent);
    - ``guided``: conditional sampling with :class:`~fitdiff.fitting.guidance.FacialGuidance` as the
-     sampler hook (camera and lights refined along the way);
+     sampler hook (camera and lights refined along the way; the SH lights re-solved for the final
+     albedo);
    - ``optimize``: :func:`~fitdiff.fitting.optimize.optimize_latent` from the zero latent (no diffusion);
 4. optional polish (``polish.steps`` > 0): :func:`optimize_latent` from the result.
 
@@ -187,11 +188,13 @@ class Reconstructor:
                 hook = FacialGuidance(self._decode, self.loss, params, target, cfg.guidance)
             latent = self.pipeline.sample(batch, cfg.sampler, identity=target.identity,
                                           guidance_scale=cfg.guidance_scale, generator=generator, hook=hook)
-            if hook is not None:
+            with torch.no_grad():
+                face = self._decode(latent)
+            if hook is not None:  # the guided camera stays; the lights follow the final albedo
                 history = hook.history
-            else:  # re-estimate the lights for the sample's own shape and albedo
-                with torch.no_grad():
-                    face = self._decode(latent)
+                params.sh.data.copy_(sh_from_photo(self.scene, face.shape, face.maps["diffuse"], face.maps["normals"],
+                                                   params.camera(), target.photo))
+            else:  # camera and lights for the sample's own shape and albedo
                 params = self.initial_scene(target, face)
         if cfg.polish.steps > 0:
             latent, polish = optimize_latent(latent, self._decode, self.loss, params, target, cfg.polish, mask=mask)
