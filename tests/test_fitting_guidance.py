@@ -201,3 +201,18 @@ def test_camera_init_from_five_landmarks_is_usable(scene, pipeline):
     five = torch.from_numpy(five_point_landmarks(landmarks.numpy()))
     cam = camera_from_landmarks(five, five_vertices[0], SIZE)
     assert cam.batch_size == 1 and float(-cam.t[0, 2]) > 100.0
+
+
+def test_presets_load_inside_a_hydra_application():
+    """evaluate.py's tables load presets while the application's Hydra is initialised: it must survive."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from fitdiff.config import register_configs
+    from fitdiff.fitting.presets import EXPERIMENTS_DIR
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(EXPERIMENTS_DIR), version_base="1.3"):
+        assert load_preset("optimize", ["optimize.steps=0"]).optimize.steps == 0
+        assert GlobalHydra.instance().is_initialized()
+        assert compose("evaluate", overrides=["table=conditioning"]).task_name == "evaluate"

@@ -69,7 +69,19 @@ def load_preset(name: str, overrides: list[str] | None = None) -> FitConfig:
     names = available_presets()
     if name not in names:
         raise ValueError(f"unknown fitting preset {name!r}; presets in {EXPERIMENTS_DIR / 'fitting'}: {', '.join(names)}")
-    with initialize_config_dir(config_dir=str(EXPERIMENTS_DIR), version_base="1.3"):
-        cfg = compose("reconstruct", overrides=[f"fitting={name}", *(f"fitting.{o}" for o in overrides or [])])
+    from hydra.core.global_hydra import GlobalHydra
+
+    hydra_overrides = [f"fitting={name}", *(f"fitting.{o}" for o in overrides or [])]
+    holder = GlobalHydra.instance()
+    saved = holder.hydra if holder.is_initialized() else None
+    if saved is not None:  # inside a Hydra application (evaluate.py): compose apart, then put it back
+        holder.clear()
+    try:
+        with initialize_config_dir(config_dir=str(EXPERIMENTS_DIR), version_base="1.3"):
+            cfg = compose("reconstruct", overrides=hydra_overrides)
+    finally:
+        if saved is not None:  # the context manager swaps the singleton: take the current one
+            GlobalHydra.instance().clear()
+            GlobalHydra.instance().initialize(saved)
     node = OmegaConf.to_container(cfg.fitting, resolve=True)
     return preset_from_mapping(node, where=f"experiments/fitting/{name}.yaml")
