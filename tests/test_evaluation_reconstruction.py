@@ -71,7 +71,7 @@ def test_robustness_table_end_to_end(assets, tmp_path):
     tasks.evaluate(cfg)
     rows = list(csv.DictReader(open(tmp_path / "run" / "robustness.csv")))
     conditions = ["clean", "occluder 20%", "side light", "noise 0.1", "JPEG q20"]
-    assert [r["method"] for r in rows] == [f"{m} | {c}" for m in ("guided eps", "optimisation fitter")
+    assert [r["method"] for r in rows] == [f"{m} / {c}" for m in ("guided eps", "optimisation fitter")
                                            for c in conditions]
     markdown = (tmp_path / "run" / "robustness.md").read_text()
     assert "### Degradation" in markdown and "guided eps degrades less than optimisation fitter" in markdown

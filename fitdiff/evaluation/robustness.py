@@ -6,7 +6,7 @@ strong side light, Gaussian noise, JPEG) with each preset of ``table.presets`` (
 optimisation fitter by default). The fit sees the corrupted photo and the dataset's landmarks (not
 re-detected); shape error, identity similarity (evaluation recognizer, against the **clean** photo) and
 the other :class:`~fitdiff.evaluation.fit_metrics.FitMetrics` columns are measured as in the
-reconstruction table. Rows are ``<preset> | <condition>``; a section lists each preset's degradation
+reconstruction table. Rows are ``<preset> / <condition>``; a section lists each preset's degradation
 (corrupted minus clean, mean over the corruptions) of shape error and identity similarity, and whether
 the first preset (guided FitDiff) degrades less than the others on both.
 """
@@ -75,7 +75,7 @@ class RobustnessTable(ReconstructionTable):
         rows: list[TableRow] = []
         for label, cfg in presets:
             for condition in conditions:
-                rows.append(self.fit_row(setup, cfg, f"{label} | {_LABELS[condition]}", bar,
+                rows.append(self.fit_row(setup, cfg, f"{label} / {_LABELS[condition]}", bar,
                                          self._corrupt(condition, setup.scene)))
         bar.close()
         table = ResultTable(rows, [c for c in COLUMNS if c.key in setup.metrics.names], counts=["n_photos"])
@@ -95,10 +95,10 @@ class RobustnessTable(ReconstructionTable):
                  "| method | shape (mm) | identity (eval) |", "|---|:---:|:---:|"]
         deltas = {}
         for label in labels:
-            clean = records[f"{label} | clean"]
-            shape = [float(records[f"{label} | {_LABELS[c]}"]["shape_rmse_mm_mean"]) - float(clean["shape_rmse_mm_mean"])
+            clean = records[f"{label} / clean"]
+            shape = [float(records[f"{label} / {_LABELS[c]}"]["shape_rmse_mm_mean"]) - float(clean["shape_rmse_mm_mean"])
                      for c in conditions[1:]]
-            ident = [float(records[f"{label} | {_LABELS[c]}"]["identity_eval_mean"]) - float(clean["identity_eval_mean"])
+            ident = [float(records[f"{label} / {_LABELS[c]}"]["identity_eval_mean"]) - float(clean["identity_eval_mean"])
                      for c in conditions[1:]]
             deltas[label] = (sum(shape) / len(shape), sum(ident) / len(ident))
             lines.append(f"| {label} | {deltas[label][0]:+.2f} | {deltas[label][1]:+.3f} |")
