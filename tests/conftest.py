@@ -79,3 +79,28 @@ def latent_dataset(tmp_path_factory):
     ]
     return SimpleNamespace(root=root, faces=root / "faces", latents=root / "latents", autoencoder=ae,
                            recognizer=root / "recognizer.safetensors", overrides=overrides, shape_dim=6)
+
+
+#: a small denoiser for tests that need a trained diffusion checkpoint
+TINY_UNET = ["model.net.model_channels=32", "model.net.channel_mult=[1,2]", "model.net.num_res_blocks=1",
+             "model.net.attention_resolutions=[2]", "model.net.head_channels=16", "model.net.spade_map_channels=8"]
+
+
+@pytest.fixture(scope="session")
+def tiny_ldm_checkpoint(latent_dataset, tmp_path_factory):
+    """``last.ckpt`` of a 2-step ``quickstart_ldm`` run of a small denoiser on ``latent_dataset``."""
+    from fitdiff.quickstart import compose_experiment
+    from fitdiff.tasks import train
+
+    run = tmp_path_factory.mktemp("tiny_ldm_run")
+    cfg = compose_experiment("quickstart_ldm", run, [*latent_dataset.overrides, *TINY_UNET, "logger=none",
+                                                     "trainer.max_steps=2", "data.batch_size=4",
+                                                     "callbacks.sample_grid.every_n_validations=0",
+                                                     "extras.print_config=false"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(cfg)
+    finally:
+        torch.set_num_threads(threads)
+    return run / "checkpoints" / "last.ckpt"

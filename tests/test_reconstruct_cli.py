@@ -9,13 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from fitdiff.tasks import train
 from helpers import run_script
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
-TINY = ["model.net.model_channels=32", "model.net.channel_mult=[1,2]", "model.net.num_res_blocks=1",
-        "model.net.attention_resolutions=[2]", "model.net.head_channels=16", "model.net.spade_map_channels=8"]
 FAST = ["--set", "sampler.num_inference_steps=3", "--recognizer", "synthetic_recognizer"]
 OUTPUTS = ("avatar.obj", "avatar.mtl", "avatar_diffuse.png", "avatar_specular.png", "avatar_normals.png",
            "avatar.glb", "render.png", "relit_left.png", "relit_right.png", "relit_top.png", "side_by_side.png",
@@ -23,16 +20,8 @@ OUTPUTS = ("avatar.obj", "avatar.mtl", "avatar_diffuse.png", "avatar_specular.pn
 
 
 @pytest.fixture(scope="module")
-def checkpoint(latent_dataset, tmp_path_factory):
-    from fitdiff.quickstart import compose_experiment
-
-    run = tmp_path_factory.mktemp("reconstruct_run")
-    cfg = compose_experiment("quickstart_ldm", run, [*latent_dataset.overrides, *TINY, "logger=none",
-                                                     "trainer.max_steps=2", "data.batch_size=4",
-                                                     "callbacks.sample_grid.every_n_validations=0",
-                                                     "extras.print_config=false"])
-    train(cfg)
-    return run / "checkpoints" / "last.ckpt"
+def checkpoint(tiny_ldm_checkpoint):
+    return tiny_ldm_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -8,26 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from fitdiff.tasks import train
 from helpers import run_script
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
-TINY = ["model.net.model_channels=32", "model.net.channel_mult=[1,2]", "model.net.num_res_blocks=1",
-        "model.net.attention_resolutions=[2]", "model.net.head_channels=16", "model.net.spade_map_channels=8"]
-
 
 @pytest.fixture(scope="module")
-def checkpoint(latent_dataset, tmp_path_factory):
-    from fitdiff.quickstart import compose_experiment
-
-    run = tmp_path_factory.mktemp("sample_run")
-    cfg = compose_experiment("quickstart_ldm", run, [*latent_dataset.overrides, *TINY, "logger=none",
-                                                     "trainer.max_steps=2", "data.batch_size=4",
-                                                     "callbacks.sample_grid.every_n_validations=0",
-                                                     "extras.print_config=false"])
-    train(cfg)
-    return run / "checkpoints" / "last.ckpt"
+def checkpoint(tiny_ldm_checkpoint):
+    return tiny_ldm_checkpoint
 
 
 def test_unconditional_and_embedding_samples_are_written_and_reproducible(checkpoint, tmp_path):

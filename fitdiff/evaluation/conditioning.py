@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from fitdiff.config.errors import ConfigError
@@ -45,7 +44,7 @@ from fitdiff.evaluation.conditioning_header import conditioning_header, describe
 from fitdiff.evaluation.diversity import closest_note, diversity_report
 from fitdiff.evaluation.face_metrics import FaceMetrics, FacePrediction, mean_prediction
 from fitdiff.evaluation.faces import FaceSet, load_faces, select_photos
-from fitdiff.evaluation.sampling import sample_faces, sample_generators
+from fitdiff.evaluation.sampling import resolve_device, sample_faces, sample_generators
 from fitdiff.evaluation.table import Column, ResultTable, RowAccumulator, TableRow, format_value
 from fitdiff.io import sha256_file
 
@@ -81,11 +80,6 @@ class ConditioningResult:
             out.update(self.diversity.metrics("diversity/"))
         return out
 
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 class ConditioningTable:
@@ -150,7 +144,7 @@ class ConditioningTable:
         self.n_photos, self.n_samples = n_photos, int(n_samples)
         self.guidance_scales = None if guidance_scales is None else [float(s) for s in guidance_scales]
         self.scheduler, self.steps, self.eta = scheduler, steps, eta
-        self.seed, self.batch_size, self.device = int(seed or 0), int(batch_size), _device(device)
+        self.seed, self.batch_size, self.device = int(seed or 0), int(batch_size), resolve_device(device)
         self.ema = ema
         self.shape_model_path = shape_model
         self.identity = identity

@@ -27,7 +27,7 @@ from fitdiff.data.manifest import MANIFEST_NAME, load_manifest
 from fitdiff.evaluation.checkpoints import inspect_checkpoints
 from fitdiff.evaluation.faces import FaceSet, load_faces, select_photos
 from fitdiff.evaluation.fit_metrics import FitMetrics
-from fitdiff.evaluation.sampling import sample_generators
+from fitdiff.evaluation.sampling import resolve_device, sample_generators
 from fitdiff.evaluation.table import Column, ResultTable, RowAccumulator, TableRow
 from fitdiff.io import sha256_file
 
@@ -75,11 +75,6 @@ class ReconstructionResult:
     def metrics(self) -> dict[str, float]:
         return self.table.metrics("reconstruction/")
 
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 class ReconstructionTable:
@@ -131,7 +126,7 @@ class ReconstructionTable:
         if unknown:
             raise ConfigError(f"table.preset_overrides names presets not in table.presets: {', '.join(unknown)}")
         self.splits, self.n_photos = list(splits), n_photos
-        self.seed, self.batch_size, self.device = int(seed or 0), int(batch_size), _device(device)
+        self.seed, self.batch_size, self.device = int(seed or 0), int(batch_size), resolve_device(device)
         self.ema = ema
         self.recognizer_weights = Path(recognizer_weights or self.data_dir / "recognizer.safetensors")
         self.eval_recognizer_weights = Path(eval_recognizer_weights or self.data_dir / "eval_recognizer.safetensors")

@@ -17,11 +17,18 @@ import torch
 from fitdiff.diffusion import Sampler
 from fitdiff.evaluation.face_metrics import FacePrediction
 
-__all__ = ["derive_seed", "sample_generators", "sample_faces"]
+__all__ = ["derive_seed", "resolve_device", "sample_generators", "sample_faces"]
 
 #: stream tags of :func:`derive_seed`
 PHOTO_STREAM = 0
 DIVERSITY_STREAM = 1
+
+
+def resolve_device(name: str) -> torch.device:
+    """A table's ``device`` option: ``auto`` (CUDA when available, else the CPU) or a torch device name."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 def derive_seed(seed: int, stream: int, index: int, sample: int) -> int:
