@@ -126,6 +126,7 @@ class FacialGuidance:
 
     def _loss(self, z: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         face = self.decode(z)
+        self._relight(face)
         return self.loss(face.maps, face.shape, self.params, self.target)
 
     def _record(self, state: StepState, total: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
@@ -133,14 +134,13 @@ class FacialGuidance:
         entry.update({k: float(v.detach().mean()) for k, v in terms.items()})
         self.history.append(entry)
 
-    def _relight(self, z: torch.Tensor) -> None:
-        """The SH lights of the face ``z`` decodes to, by least squares (``config.relight``)."""
+    def _relight(self, face: DecodedFace) -> None:
+        """The SH lights of ``face`` (detached), by least squares (``config.relight``)."""
         if not self.config.relight:
             return
         with torch.no_grad():
-            face = self.decode(z)
-            sh = sh_from_photo(self.loss.scene, face.shape, face.maps["diffuse"], face.maps["normals"],
-                               self.params.camera(), self.target.photo)
+            sh = sh_from_photo(self.loss.scene, face.shape.detach(), face.maps["diffuse"].detach(),
+                               face.maps["normals"].detach(), self.params.camera(), self.target.photo)
             self.params.sh.copy_(sh)
 
     def _refine_scene(self, z: torch.Tensor) -> None:
@@ -159,7 +159,6 @@ class FacialGuidance:
     def __call__(self, state: StepState) -> torch.Tensor | None:
         if not self.guided(state.index, state.num_steps):
             return None
-        self._relight(state.pred_x0.detach())
         if self.scene_optimizer is not None:
             self.scene_optimizer.zero_grad(set_to_none=True)
         if self.config.rule == "eps":

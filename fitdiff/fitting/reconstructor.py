@@ -175,10 +175,13 @@ class Reconstructor:
         batch = target.batch_size
         mask = self.pipeline.layout.apply_mask
         zero = torch.zeros(batch, *self.pipeline.latent_shape, device=self.device)
-        with torch.no_grad():
-            mean_face = self._decode(zero[:1])
-        params = self.initial_scene(target, mean_face)
+        params = None
+        if cfg.method != "unguided":  # unguided sampling sets camera and lights from its sample instead
+            with torch.no_grad():
+                mean_face = self._decode(zero[:1])
+            params = self.initial_scene(target, mean_face)
         history: list[dict[str, float]] = []
+        face = None
         if cfg.method == "optimize":
             latent, history = optimize_latent(zero, self._decode, self.loss, params, target, cfg.optimize,
                                               mask=mask)
@@ -199,7 +202,9 @@ class Reconstructor:
         if cfg.polish.steps > 0:
             latent, polish = optimize_latent(latent, self._decode, self.loss, params, target, cfg.polish, mask=mask)
             history += [{**h, "polish": 1.0} for h in polish]
-        with torch.no_grad():
-            face = self._decode(latent)
+            face = None
+        if face is None:
+            with torch.no_grad():
+                face = self._decode(latent)
         return Reconstruction(latent=latent, face=face, params=params, target=target, history=history,
                               seconds=time.perf_counter() - start)
