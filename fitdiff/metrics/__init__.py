@@ -9,6 +9,8 @@ fitting/ or autoencoder/ code).
 - :mod:`~fitdiff.metrics.auroc`: ``roc_auc`` (exact ROC-AUC through torchmetrics, ties count one half).
 - :mod:`~fitdiff.metrics.shape`: ``vertex_rmse`` (mm), ``similarity_procrustes`` / ``procrustes_align``
   (Umeyama, closed form), ``shape_error`` and the ``ShapeError`` metric.
+- :mod:`~fitdiff.metrics.reflectance`: ``reflectance_errors`` (per-map PSNR, SSIM, LPIPS, MAE and the
+  normals angular error, one value per face).
 
 Names are imported from their modules on first use, so ``fitdiff.metrics.identity`` stays light (no
 torchmetrics import) for the face toolkit.
@@ -32,6 +34,8 @@ _WHERE = {
     "procrustes_align": "shape",
     "shape_error": "shape",
     "ShapeError": "shape",
+    "reflectance_errors": "reflectance",
+    "map_metric_names": "reflectance",
 }
 
 __all__ = sorted(_WHERE)
