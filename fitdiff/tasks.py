@@ -189,8 +189,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 
 def _evaluate_table(cfg: DictConfig) -> dict[str, float]:
-    """Build ``cfg.table`` (a node whose object has ``run(out_dir)``) in the run dir and print its Markdown."""
+    """Build ``cfg.table`` (a node whose object has ``run(out_dir)``) in the run dir, print its Markdown,
+    plot it, index it in ``tables.json``, log it to W&B (with a W&B logger) and write ``report.html``."""
     from hydra.errors import InstantiationException
+
+    from fitdiff.evaluation.publish import log_wandb_tables, publish_tables
 
     output_dir = prepare_run(cfg)
     log.info("table: %s", cfg.table._target_)
@@ -203,6 +206,25 @@ def _evaluate_table(cfg: DictConfig) -> dict[str, float]:
     result = table.run(output_dir)
     sys.stdout.write("\n" + result.markdown)
     sys.stdout.flush()
+    parts = list(getattr(result, "parts", [result]))
+    publish_tables(output_dir, parts)
+    loggers = instantiate_loggers(cfg.get("logger"))
+    try:
+        log_wandb_tables(loggers, output_dir, parts)
+    finally:
+        for logger in loggers:
+            finalize = getattr(logger, "finalize", None)
+            if finalize is not None:
+                finalize("success")
+        if "wandb" in sys.modules:
+            import wandb
+
+            if wandb.run is not None:
+                wandb.finish()
+    if cfg.get("report", True):
+        from fitdiff.report import write_report
+
+        log.info("report: %s", write_report(output_dir))
     return result.metrics()
 
 

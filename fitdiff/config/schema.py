@@ -71,6 +71,7 @@ class EvaluateConfig(TrainConfig):
     test: bool = True
     ckpts: list[str] = field(default_factory=list)  #: checkpoints a table compares
     table: Any = None  #: the result table to build (``table=conditioning``)
+    report: bool = True  #: after a table, write ``report.html`` of the run dir
 
 
 def register_configs() -> None:

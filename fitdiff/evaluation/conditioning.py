@@ -72,6 +72,11 @@ class ConditioningResult:
     diversity: ResultTable | None
     markdown: str
     paths: list[Path] = field(default_factory=list)
+    name: str = "conditioning"
+    title: str = "Conditioning"
+    plot_metrics: tuple[tuple[str, bool], ...] = (("shape_rmse_mm", False), ("diffuse_psnr", True),
+                                                  ("normals_angle_deg", False), ("identity_cos", True))
+    images: list[tuple[str, str]] = field(default_factory=list)
 
     def metrics(self) -> dict[str, float]:
         """``conditioning/<method>/<metric>_<mean|std>`` and ``diversity/<set>/...`` as floats."""
@@ -286,7 +291,7 @@ class ConditioningTable:
             )
             paths += [d_csv, d_md]
         log.info("wrote %s", ", ".join(str(p) for p in paths))
-        return ConditioningResult(table, diversity, markdown, paths)
+        return ConditioningResult(table, diversity, markdown, paths, name=self.name)
 
     def _baseline_rows(
         self,

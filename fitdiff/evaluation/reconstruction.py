@@ -27,11 +27,12 @@ from fitdiff.data.manifest import MANIFEST_NAME, load_manifest
 from fitdiff.evaluation.checkpoints import inspect_checkpoints
 from fitdiff.evaluation.faces import FaceSet, load_faces, select_photos
 from fitdiff.evaluation.fit_metrics import FitMetrics
-from fitdiff.evaluation.sampling import resolve_device, sample_generators
-from fitdiff.evaluation.table import Column, ResultTable, RowAccumulator, TableRow
+from fitdiff.evaluation.fit_runs import FitSetup, fit_photos
+from fitdiff.evaluation.sampling import resolve_device
+from fitdiff.evaluation.table import Column, ResultTable, TableRow
 from fitdiff.io import sha256_file
 
-__all__ = ["COLUMNS", "PRESET_LABELS", "FitSetup", "ReconstructionResult", "ReconstructionTable"]
+__all__ = ["COLUMNS", "PRESET_LABELS", "ReconstructionResult", "ReconstructionTable"]
 
 log = logging.getLogger(__name__)
 
@@ -49,19 +50,6 @@ COLUMNS: tuple[Column, ...] = (
 #: row names of the standard presets
 PRESET_LABELS = {"unguided": "unguided (conditional)", "guided_eps": "guided eps", "guided_x0": "guided x0",
                  "optimize": "optimisation fitter"}
-_STREAM = 2  # generator stream of the fits (derive_seed)
-
-
-@dataclass
-class FitSetup:
-    """What every row of a fitting table shares: photos, pipeline, scene, guiding recognizer, scoring."""
-
-    photos: FaceSet
-    pipeline: Any
-    scene: Any
-    guide: Any
-    metrics: FitMetrics
-    lpips_state: str
 
 
 @dataclass
@@ -71,9 +59,13 @@ class ReconstructionResult:
     table: ResultTable
     markdown: str
     paths: list[Path] = field(default_factory=list)
+    name: str = "reconstruction"
+    title: str = "Reconstruction"
+    plot_metrics: tuple[tuple[str, bool], ...] = ()
+    images: list[tuple[str, str]] = field(default_factory=list)  # (path relative to the run dir, caption)
 
     def metrics(self) -> dict[str, float]:
-        return self.table.metrics("reconstruction/")
+        return self.table.metrics(f"{self.name}/")
 
 
 
@@ -91,8 +83,16 @@ class ReconstructionTable:
         eval_recognizer_weights: the evaluation recognizer (default ``<data_dir>/eval_recognizer.safetensors``).
         lpips: add the LPIPS column (the ``lpips_vgg16`` asset; a random VGG without it, said in the header).
         mean_face: add the ``mean face`` baseline row.
+        images: photos per image grid of each fitted row (``images/<name>_<row>.png``, for the report);
+            0 = none.
         name: file stem; progress: progress bar.
     """
+
+    title = "Reconstruction"
+    #: (metric, higher is better) of the plot
+    plot_metrics: tuple[tuple[str, bool], ...] = (("identity_eval", True), ("photo_l1", False),
+                                                  ("landmark_px", False), ("shape_rmse_mm", False),
+                                                  ("diffuse_psnr", True))
 
     def __init__(
         self,
@@ -110,6 +110,7 @@ class ReconstructionTable:
         eval_recognizer_weights: str | None = None,
         lpips: bool = True,
         mean_face: bool = True,
+        images: int = 0,
         name: str = "reconstruction",
         progress: bool = True,
     ) -> None:
@@ -131,6 +132,7 @@ class ReconstructionTable:
         self.recognizer_weights = Path(recognizer_weights or self.data_dir / "recognizer.safetensors")
         self.eval_recognizer_weights = Path(eval_recognizer_weights or self.data_dir / "eval_recognizer.safetensors")
         self.lpips, self.mean_face, self.name, self.progress = lpips, mean_face, name, progress
+        self.images = int(images)
 
     def _encoders(self) -> tuple[Any, Any]:
         from fitdiff.face.identity import build_identity_encoder
@@ -199,31 +201,20 @@ class ReconstructionTable:
         guide, judge = self._encoders()
         lpips, lpips_state = self._lpips()
         return FitSetup(photos=photos, pipeline=module.pipeline(ema=self.ema), scene=scene, guide=guide,
-                        metrics=FitMetrics(scene, judge, guide, lpips), lpips_state=lpips_state)
+                        metrics=FitMetrics(scene, judge, guide, lpips), lpips_state=lpips_state, info=self.info)
 
-    def batches(self, n: int) -> list[list[int]]:
-        return [list(range(i, min(i + self.batch_size, n))) for i in range(0, n, self.batch_size)]
+    def fit_row(self, setup: FitSetup, cfg: Any, label: str, bar: Any, corrupt: Any = None,
+                condition: str = "clean") -> TableRow:
+        """One row: every photo fitted with preset ``cfg`` (``corrupt(part, batch) -> photos`` first, named
+        ``condition``; the scores always against the clean photo), reusing an identical earlier fit."""
+        outcome = fit_photos(setup, cfg, self.seed, self.batch_size, bar, corrupt, condition)
+        return TableRow(label, outcome.metrics, {"n_photos": len(setup.photos)})
 
-    def fit_row(self, setup: FitSetup, cfg: Any, label: str, bar: Any, corrupt: Any = None) -> TableRow:
-        """One row: every photo fitted with preset ``cfg`` (``corrupt(part, batch) -> photos`` first, the
-        scores always against the clean photo)."""
-        from fitdiff.fitting import Reconstructor
-
-        reconstructor = Reconstructor(setup.pipeline, setup.scene, setup.guide, cfg)
-        acc = RowAccumulator()
-        for batch in self.batches(len(setup.photos)):
-            part = setup.photos.subset(batch)
-            seen = part.image if corrupt is None else corrupt(part, batch)
-            generators = sample_generators(self.seed, batch, 1, stream=_STREAM)
-            result = reconstructor(seen, part.landmarks, generator=generators)
-            acc.add(setup.metrics(result, part.image, part.landmarks, part.shape, part.diffuse))
-            bar.update(len(batch))
-        return acc.row(label)
-
-    def run(self, out_dir: str | Path) -> ReconstructionResult:
-        """Fit and score every row, write the files into ``out_dir`` and return the result."""
+    def run(self, out_dir: str | Path, setup: FitSetup | None = None) -> ReconstructionResult:
+        """Fit and score every row, write the files into ``out_dir`` and return the result (``setup``: one
+        already loaded by :meth:`setup`, shared with other tables)."""
         out_dir = Path(out_dir)
-        setup = self.setup()
+        setup = setup or self.setup()
         rows = self._rows()
         bar = tqdm(total=len(rows) * len(setup.photos), desc="reconstruction table", disable=not self.progress,
                    dynamic_ncols=True)
@@ -231,9 +222,31 @@ class ReconstructionTable:
         bar.close()
         table = ResultTable(table_rows, [c for c in COLUMNS if c.key in setup.metrics.names], counts=["n_photos"])
         header = self._header(setup.photos, rows, setup.lpips_state)
-        csv_path, md_path, markdown = table.write(out_dir, self.name, title="Reconstruction", header=header)
+        csv_path, md_path, markdown = table.write(out_dir, self.name, title=self.title, header=header)
         log.info("wrote %s, %s", csv_path, md_path)
-        return ReconstructionResult(table, markdown, [csv_path, md_path])
+        return self.result(table, markdown, [csv_path, md_path], out_dir, setup, rows)
+
+    def result(self, table: ResultTable, markdown: str, paths: list[Path], out_dir: Path, setup: FitSetup,
+               rows: list[tuple[str, Any]], conditions: Sequence[tuple[str, Any]] = (("clean", None),)
+               ) -> ReconstructionResult:
+        """The :class:`ReconstructionResult`, with the image grids of the fitted ``rows`` (under each
+        ``(condition, corruption)``) written into ``out_dir/images`` when ``images > 0``."""
+        images: list[tuple[str, str]] = []
+        if self.images > 0:
+            from fitdiff.evaluation.images import COLUMNS as GRID_COLUMNS
+            from fitdiff.evaluation.images import slug, write_fit_grid
+
+            for label, cfg in rows:
+                for condition, corrupt in conditions:
+                    outcome = fit_photos(setup, cfg, self.seed, self.batch_size, None, corrupt, condition)
+                    name = label if condition == "clean" and len(conditions) == 1 else f"{label} / {condition}"
+                    path = write_fit_grid(out_dir / "images", f"{self.name}_{slug(name)}", setup.scene, outcome,
+                                          self.images)
+                    keys = ", ".join(setup.photos.keys[: min(self.images, self.batch_size)])
+                    images.append((str(path.relative_to(out_dir)),
+                                   f"{self.title}: {name} — {' | '.join(GRID_COLUMNS)} — photos {keys}"))
+        return ReconstructionResult(table, markdown, paths, name=self.name, title=self.title,
+                                    plot_metrics=self.plot_metrics, images=images)
 
     def _header(self, photos: FaceSet, rows: list[tuple[str, Any]], lpips_state: str) -> list[str]:
         lines = [

@@ -35,7 +35,11 @@ _LABELS = {"clean": "clean", "occluder": "occluder 20%", "side_light": "side lig
 
 class RobustnessTable(ReconstructionTable):
     """``experiments/table/robustness.yaml``; arguments of :class:`ReconstructionTable` plus
-    ``corruptions`` (a subset of :data:`~fitdiff.evaluation.corruptions.CORRUPTIONS`)."""
+    ``corruptions`` (a subset of :data:`~fitdiff.evaluation.corruptions.CORRUPTIONS`); the image grids show
+    the first preset under every condition."""
+
+    title = "Robustness"
+    plot_metrics = (("identity_eval", True), ("photo_l1", False), ("shape_rmse_mm", False))
 
     def __init__(self, *args: Any, corruptions: Sequence[str] = CORRUPTIONS,
                  presets: Sequence[str] = ("guided_eps", "optimize"), name: str = "robustness", **kwargs: Any) -> None:
@@ -65,9 +69,9 @@ class RobustnessTable(ReconstructionTable):
 
         return relight
 
-    def run(self, out_dir: str | Path) -> ReconstructionResult:
+    def run(self, out_dir: str | Path, setup: Any = None) -> ReconstructionResult:
         out_dir = Path(out_dir)
-        setup = self.setup()
+        setup = setup or self.setup()
         presets = self._rows()
         conditions = ["clean", *self.corruptions]
         bar = tqdm(total=len(presets) * len(conditions) * len(setup.photos), desc="robustness table",
@@ -76,17 +80,19 @@ class RobustnessTable(ReconstructionTable):
         for label, cfg in presets:
             for condition in conditions:
                 rows.append(self.fit_row(setup, cfg, f"{label} / {_LABELS[condition]}", bar,
-                                         self._corrupt(condition, setup.scene)))
+                                         self._corrupt(condition, setup.scene), condition))
         bar.close()
         table = ResultTable(rows, [c for c in COLUMNS if c.key in setup.metrics.names], counts=["n_photos"])
         header = self._header(setup.photos, presets, setup.lpips_state)
         header.insert(1, "conditions: clean, " + ", ".join(_LABELS[c] for c in self.corruptions) + " (fit on the "
                       "corrupted photo with the dataset's landmarks; scored against the clean photo)")
         section = self._degradation(table, [label for label, _ in presets], conditions)
-        csv_path, md_path, markdown = table.write(out_dir, self.name, title="Robustness", header=header,
+        csv_path, md_path, markdown = table.write(out_dir, self.name, title=self.title, header=header,
                                                   sections=[section])
         log.info("wrote %s, %s", csv_path, md_path)
-        return ReconstructionResult(table, markdown, [csv_path, md_path])
+        conditions_and_corruptions = [(c, self._corrupt(c, setup.scene)) for c in conditions]
+        return self.result(table, markdown, [csv_path, md_path], out_dir, setup, presets[:1],
+                           conditions_and_corruptions)
 
     @staticmethod
     def _degradation(table: ResultTable, labels: list[str], conditions: list[str]) -> str:
