@@ -7,10 +7,13 @@ STAMP := $(VENV)/.fitdiff-installed
 PYTEST_ARGS ?=
 PIP_FLAGS ?= --progress-bar off --disable-pip-version-check
 
-.PHONY: quickstart test test-fast lint format install clean clean-venv
+.PHONY: quickstart tables test test-fast lint format install clean clean-venv
 
 quickstart: $(STAMP)  ## run the whole pipeline end to end on the embedded synthetic dataset
 	$(PY) -m fitdiff.quickstart
+
+tables: $(STAMP)  ## the full result tables (40 held-out photos) of the quickstart's checkpoints + report
+	$(PY) -m fitdiff.quickstart tables
 
 test: $(STAMP)  ## the full test suite (slow end-to-end tests included); exit 1 if nothing was collected
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \

@@ -23,8 +23,11 @@ so running it twice is cheap. Stages, in order:
 8. ``reconstruct`` — ``python -m fitdiff.reconstruct``: guided reconstruction (preset ``guided_x0``) of the
    first held-out photo from its landmarks: avatar, render, relit renders, ``fit.json`` in
    ``reconstruct/guided_x0/``.
-9. ``evaluate``    — ``python evaluate.py table=conditioning``: the conditioning table and the diversity
-   report on held-out photos, printed and written to ``evaluate/``.
+9. ``evaluate``    — ``python evaluate.py table=all`` on a stated subset (:data:`QUICKSTART_TABLES`: 8
+   held-out photos, the robustness table on 4 of them under two corruptions, no ``guided_x0`` row): the
+   conditioning, reconstruction, robustness, reflectance, shape and ablation tables with their plots,
+   image grids and ``report.html``, in ``evaluate/``. ``make tables`` runs the full tables (40 photos,
+   every preset and corruption) into ``tables/``.
 
 Each later stage of the method (dataset, autoencoder, diffusion, guided reconstruction, evaluation)
 adds itself here as it lands.
@@ -322,12 +325,48 @@ def _stage_reconstruct(out_dir: Path) -> None:
                             "--preset", "guided_x0", "--seed", "0", "--out", str(out_dir / "reconstruct" / "guided_x0")])
 
 
-def _stage_evaluate(out_dir: Path, ablations: bool = False) -> None:
+#: the quickstart's subset of ``evaluate.py table=all`` (``make tables`` runs the full tables: 40 photos,
+#: every preset and corruption); each line is stated in the tables' headers and the README
+QUICKSTART_TABLES: list[str] = [
+    "table.n_photos=8",  # held-out photos of every table (full: 40)
+    "table.tables.conditioning.scheduler=dpm",  # DPM-Solver++ with 20 steps for the sampled rows
+    "table.tables.conditioning.steps=20",
+    "table.tables.reconstruction.presets=[unguided,guided_eps,optimize]",  # full: also guided_x0
+    "table.tables.robustness.n_photos=4",  # the first batch of the 8 (its clean fits are shared)
+    "table.tables.robustness.corruptions=[occluder,side_light]",  # full: also noise and JPEG
+]
+
+
+def _evaluate_args(out_dir: Path, ablations: bool) -> list[str]:
     ckpts = [str(run / "checkpoints" / "last.ckpt") for run in _diffusion_runs(out_dir, ablations).values()]
-    # DPM-Solver++ with 20 steps: the table samples 40 photos x 4 samples per row on 2 cores
-    _run_entry_point("evaluate.py", ["table=conditioning", f"ckpts=[{','.join(ckpts)}]", "table.scheduler=dpm",
-                                     "table.steps=20",
-                                     f"paths.data_dir={REPO_ROOT / 'data'}", f"hydra.run.dir={out_dir / 'evaluate'}"])
+    return ["table=all", f"ckpts=[{','.join(ckpts)}]", f"paths.data_dir={REPO_ROOT / 'data'}",
+            "extras.print_config=false"]
+
+
+def _stage_evaluate(out_dir: Path, ablations: bool = False) -> None:
+    _run_entry_point("evaluate.py", [*_evaluate_args(out_dir, ablations), *QUICKSTART_TABLES,
+                                     f"hydra.run.dir={out_dir / 'evaluate'}"])
+
+
+def tables_main(argv: list[str] | None = None) -> int:
+    """``make tables``: the full ``evaluate.py table=all`` (40 held-out photos, every preset and
+    corruption) on the quickstart's checkpoints, into ``<out>/tables``."""
+    parser = argparse.ArgumentParser(prog="python -m fitdiff.quickstart tables")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "outputs" / "quickstart")
+    parser.add_argument("--ablations", action="store_true", help="also compare experiment=ablation_none")
+    parser.add_argument("overrides", nargs="*", help="more evaluate.py overrides")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s", datefmt="%H:%M:%S")
+    missing = [r for r in _diffusion_runs(args.out, args.ablations).values() if not _finished(r)]
+    if missing:
+        log.error("no finished diffusion run in %s: run make quickstart first", ", ".join(map(str, missing)))
+        return 2
+    start = time.perf_counter()
+    _run_entry_point("evaluate.py", [*_evaluate_args(args.out, args.ablations), *args.overrides,
+                                     f"hydra.run.dir={args.out / 'tables'}"])
+    log.info("full tables in %s (%.1f min); report %s", args.out / "tables", (time.perf_counter() - start) / 60,
+             args.out / "tables" / "report.html")
+    return 0
 
 
 #: the embedded dataset's data_prep/make_synthetic.py settings (also checked against an existing build)
@@ -351,7 +390,7 @@ STAGES: list[Stage] = [
     Stage("diffusion", "train the quickstart SPADE latent diffusion (quickstart_ldm)", _stage_diffusion),
     Stage("samples", "unconditional and identity-conditioned avatars (python -m fitdiff.sample)", _stage_samples),
     Stage("reconstruct", "guided reconstruction of a held-out photo (python -m fitdiff.reconstruct)", _stage_reconstruct),
-    Stage("evaluate", "the conditioning table on held-out photos (evaluate.py table=conditioning)", _stage_evaluate),
+    Stage("evaluate", "every table on 8 held-out photos + the report (evaluate.py table=all)", _stage_evaluate),
 ]
 #: stages that also run the conditioning ablation with --ablations
 ABLATION_STAGES = ("diffusion", "evaluate")
@@ -380,10 +419,26 @@ def main(argv: list[str] | None = None) -> int:
         else:
             stage.run(args.out)
         timings.append((stage.name, time.perf_counter() - start))
-    log.info("quickstart finished: %s", ", ".join(f"{n} {t:.1f}s" for n, t in timings))
-    log.info("outputs in %s", args.out)
+    log.info("quickstart finished: %s (total %.1f min)", ", ".join(f"{n} {t:.1f}s" for n, t in timings),
+             sum(t for _, t in timings) / 60)
+    _print_locations(args.out)
     return 0
 
 
+def _print_locations(out: Path) -> None:
+    """Where the main results are (those that exist)."""
+    places = [("tables (Markdown + CSV + plots)", out / "evaluate"), ("report", out / "evaluate" / "report.html"),
+              ("avatar", out / "reconstruct" / "guided_x0" / "avatar.glb"),
+              ("avatar side by side", out / "reconstruct" / "guided_x0" / "side_by_side.png"),
+              ("samples", out / "samples"), ("checkpoints", out / "ldm" / "checkpoints")]
+    found = [(what, path) for what, path in places if path.exists()]
+    if found:
+        width = max(len(what) for what, _ in found)
+        log.info("results:\n%s", "\n".join(f"  {what:<{width}}  {path}" for what, path in found))
+    log.info("outputs in %s; full tables (40 photos): make tables", out)
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["tables"]:
+        raise SystemExit(tables_main(sys.argv[2:]))
     raise SystemExit(main())
