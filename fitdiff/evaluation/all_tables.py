@@ -3,7 +3,8 @@
 The tables of ``experiments/table/all.yaml`` — conditioning, reconstruction, robustness, reflectance,
 shape, ablation, in that order — are built one after another into the same run dir. Tables that fit
 the same photos with the same checkpoint, recognizers and device share one
-:class:`~fitdiff.evaluation.fit_runs.FitSetup`, so each preset's fits are made once and reused: the
+:class:`~fitdiff.evaluation.fit_runs.FitSetup` (and tables of fewer photos its cache of fits, which is
+kept by batch), so each preset's fits are made once and reused: the
 reconstruction table's guided fits are also the robustness table's clean rows, the reflectance and
 shape tables' fitted rows and the ablation table's rows at the presets' CFG scale. The conditioning
 table compares every checkpoint of ``ckpts``; the fitting tables use the first, except the ablation,
@@ -97,13 +98,14 @@ class AllTables:
         """What decides a table's :class:`FitSetup` (None: the table does not fit photos)."""
         if not hasattr(table, "setup") or not hasattr(table, "eval_recognizer_weights"):
             return None
-        return (str(table.info.path), str(table.data_dir), tuple(table.splits), table.n_photos, str(table.device),
-                table.ema, str(table.recognizer_weights), str(table.eval_recognizer_weights), table.lpips)
+        return (str(table.info.path), str(table.data_dir), tuple(table.splits), str(table.device), table.ema,
+                str(table.recognizer_weights), str(table.eval_recognizer_weights), table.lpips)
 
     def run(self, out_dir: str | Path) -> AllResult:
         """Build every table into ``out_dir``; returns their results in order."""
         out_dir = Path(out_dir)
         setups: dict[tuple, Any] = {}
+        caches: dict[tuple, dict] = {}
         result = AllResult()
         for index, (name, table) in enumerate(self.tables.items(), 1):
             log.info("table %d/%d: %s", index, len(self.tables), name)
@@ -111,7 +113,9 @@ class AllTables:
             if key is None:
                 result.parts.append(table.run(out_dir))
                 continue
-            if key not in setups:
-                setups[key] = table.setup()
-            result.parts.append(table.run(out_dir, setup=setups[key]))
+            if (key, table.n_photos) not in setups:
+                setup = table.setup()
+                setup.cache = caches.setdefault(key, {})  # fits are cached by batch: any photo count shares them
+                setups[key, table.n_photos] = setup
+            result.parts.append(table.run(out_dir, setup=setups[key, table.n_photos]))
         return result

@@ -3,9 +3,10 @@
 The reconstruction, robustness, reflectance, shape and ablation tables all fit the same held-out photos
 with fitting presets (``experiments/fitting/``). :func:`fit_photos` fits every photo of a
 :class:`FitSetup` with one preset (photo ``i`` always draws its noise from the generator seeded from
-``(seed, i)``, batch by batch) and keeps the outcome in the setup's cache, keyed by everything that
-decides it: the preset's full description, the photo condition (clean or a corruption), the seed and
-the batch size. ``evaluate.py table=all`` gives all its tables one setup, so the guided fits of the
+``(seed, i)``, batch by batch) and keeps the outcome in the setup's cache, batch by batch, keyed by
+everything that decides a batch's fits: the preset's full description, the photo condition (clean or a
+corruption), the seed and the batch's photos. Setups of one checkpoint may share one cache (their photo
+sets differ only in length), so the first batch of a shorter photo list is the longer list's. ``evaluate.py table=all`` gives all its tables one setup, so the guided fits of the
 reconstruction table are the clean rows of the robustness table and the predictions of the reflectance
 and shape tables, instead of being sampled again.
 """
@@ -44,7 +45,8 @@ class FitSetup:
         scene: the face scene of its shape model; guide: the guiding (and conditioning) recognizer.
         metrics: the scorer of the fits; lpips_state: what the LPIPS column used, for the headers.
         info: the checkpoint's :class:`~fitdiff.evaluation.checkpoints.CheckpointInfo`.
-        cache: the fits made so far (:func:`fit_photos`) and other per-setup results.
+        cache: the fits made so far (:func:`fit_photos`) and other results keyed by the photos they are
+            of (may be shared by setups of one checkpoint).
     """
 
     photos: FaceSet
@@ -79,15 +81,17 @@ def photo_batches(n: int, batch_size: int) -> list[list[int]]:
     return [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
 
 
-def _key(cfg: Any, condition: str, seed: int, batch_size: int) -> str:
-    return json.dumps({"preset": cfg.describe(), "condition": condition, "seed": seed, "batch": batch_size},
-                      sort_keys=True, default=str)
+def _key(cfg: Any, condition: str, seed: int, keys: list[str]) -> tuple[str, str]:
+    """Cache key of one batch's fits: the preset's full description, the condition, the seed and the
+    photos of the batch (a batch's fits depend on nothing else)."""
+    return ("fit", json.dumps({"preset": cfg.describe(), "condition": condition, "seed": seed, "photos": keys},
+                              sort_keys=True, default=str))
 
 
 def fit_photos(setup: FitSetup, cfg: Any, seed: int, batch_size: int, bar: Any = None,
                corrupt: Corruption | None = None, condition: str = "clean") -> FitOutcome:
-    """Every photo of ``setup`` fitted with preset ``cfg`` (a :class:`~fitdiff.fitting.FitConfig`), or
-    the cached outcome of an identical earlier call.
+    """Every photo of ``setup`` fitted with preset ``cfg`` (a :class:`~fitdiff.fitting.FitConfig`), batch
+    by batch; a batch fitted before (same preset, condition, seed and photos) is taken from the cache.
 
     Args:
         seed: base seed of the per-photo generators; batch_size: photos fitted together.
@@ -95,33 +99,34 @@ def fit_photos(setup: FitSetup, cfg: Any, seed: int, batch_size: int, bar: Any =
         corrupt: ``corrupt(part, batch) -> photos`` shown to the fit instead of the clean ones (the
             scores are always against the clean photo); ``condition`` names it in the cache key.
     """
-    key = ("fit", _key(cfg, condition, seed, batch_size))
-    if key in setup.cache:
-        if bar is not None:
-            bar.update(len(setup.photos))
-        return setup.cache[key]
-    from fitdiff.fitting import Reconstructor
-
-    reconstructor = Reconstructor(setup.pipeline, setup.scene, setup.guide, cfg)
     acc = RowAccumulator()
     faces: list[FacePrediction] = []
     first, first_photos = None, None
+    reconstructor = None
     for batch in photo_batches(len(setup.photos), batch_size):
         part = setup.photos.subset(batch)
-        seen = part.image if corrupt is None else corrupt(part, batch)
-        generators = sample_generators(seed, batch, 1, stream=FIT_STREAM)
-        result = reconstructor(seen, part.landmarks, generator=generators)
-        acc.add(setup.metrics(result, part.image, part.landmarks, part.shape, part.diffuse))
-        face = result.face
-        faces.append(FacePrediction(face.shape.detach().float().cpu(),
-                                    *(face.maps[m].detach().float().cpu() for m in ("diffuse", "specular", "normals"))))
+        key = _key(cfg, condition, seed, part.keys)
+        if key not in setup.cache:
+            if reconstructor is None:
+                from fitdiff.fitting import Reconstructor
+
+                reconstructor = Reconstructor(setup.pipeline, setup.scene, setup.guide, cfg)
+            seen = part.image if corrupt is None else corrupt(part, batch)
+            generators = sample_generators(seed, batch, 1, stream=FIT_STREAM)
+            result = reconstructor(seen, part.landmarks, generator=generators)
+            scores = setup.metrics(result, part.image, part.landmarks, part.shape, part.diffuse)
+            face = result.face
+            predicted = FacePrediction(face.shape.detach().float().cpu(),
+                                       *(face.maps[m].detach().float().cpu() for m in ("diffuse", "specular", "normals")))
+            setup.cache[key] = (scores, predicted, result, seen.detach().cpu())
+        scores, predicted, result, seen = setup.cache[key]
+        acc.add(scores)
+        faces.append(predicted)
         if first is None:
-            first, first_photos = result, seen.detach().cpu()
+            first, first_photos = result, seen
         if bar is not None:
             bar.update(len(batch))
     prediction = FacePrediction(*(torch.cat([getattr(f, name) for f in faces])
                                   for name in ("shape", "diffuse", "specular", "normals")))
     metrics = {name: np.concatenate(parts) for name, parts in acc.values.items()}
-    outcome = FitOutcome(metrics, prediction, first, first_photos)
-    setup.cache[key] = outcome
-    return outcome
+    return FitOutcome(metrics, prediction, first, first_photos)

@@ -54,7 +54,7 @@ def baseline_predictions(setup: FitSetup, data_dir: str | Path) -> dict[str, Fac
 def unconditional_prediction(setup: FitSetup, sampler: Any, seed: int, batch_size: int) -> FacePrediction:
     """One unconditional sample per photo (null embedding, CFG off), photo ``i`` from generator
     ``(seed, i)`` of the fits' stream; cached per sampler, seed and batch size."""
-    key = ("unconditional", repr(sampler.describe()), seed, batch_size)
+    key = ("unconditional", repr(sampler.describe()), seed, batch_size, tuple(setup.photos.keys))
     if key not in setup.cache:
         parts = [sample_faces(setup.pipeline, sampler, sample_generators(seed, batch, 1, stream=FIT_STREAM), None, 1.0)
                  for batch in photo_batches(len(setup.photos), batch_size)]
