@@ -47,6 +47,7 @@ import torch
 from torch import nn
 
 from fitdiff.config.errors import ConfigError
+from fitdiff.evaluation.fit_runs import FIT_STREAM  # photo i draws the noise of its table fits
 
 __all__ = ["BenchResult", "ValidationFits", "clear_fit_cache", "load_recognizer"]
 
@@ -54,7 +55,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_METHODS: dict[str, str] = {"unguided": "unguided", "guided": "guided_eps"}
 DEFAULT_OVERRIDES: tuple[str, ...] = ("sampler.num_inference_steps=10", "polish.steps=0")
-_STREAM = 2  # the generator stream of the reconstruction table: photo i draws the same noise there
 IMAGE_COLUMN = "photo | render"
 
 #: LightningModule -> {(global_step, fit signature): Reconstruction}
@@ -268,7 +268,7 @@ class ValidationFits(L.Callback):
                 flags = [(p, p.requires_grad) for p in pipe.parameters()]
                 try:  # the Reconstructor freezes the pipeline: the raw denoiser must train on afterwards
                     reconstructor = Reconstructor(pipe, scene, self._guide.to(pl_module.device), cfg)
-                    generators = sample_generators(self.seed, range(len(photos)), 1, stream=_STREAM)
+                    generators = sample_generators(self.seed, range(len(photos)), 1, stream=FIT_STREAM)
                     cache[key] = reconstructor(photos.image, photos.landmarks, generator=generators)
                 finally:
                     for p, flag in flags:
