@@ -162,7 +162,10 @@ class ReconstructionTable:
         except AssetError:
             state = ("RANDOM VGG-16 backbone (the lpips_vgg16 asset is missing: python -m fitdiff.assets fetch "
                      "lpips_vgg16); not comparable with published LPIPS")
-        return PerceptualLoss().to(self.device), state
+        with torch.random.fork_rng(devices=[]):  # a random backbone is the same whichever tables ran before
+            torch.manual_seed(0)
+            lpips = PerceptualLoss()
+        return lpips.to(self.device), state
 
     def _rows(self) -> list[tuple[str, Any]]:
         from fitdiff.fitting import load_preset
