@@ -163,7 +163,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             trainer.test(model, datamodule=datamodule, ckpt_path=best or (None if cfg.train else ckpt), weights_only=True)
             metrics.update(_metrics(trainer))
     finally:
-        _finish_loggers(trainer)
+        _finish_loggers(trainer.loggers)
     return metrics
 
 
@@ -184,7 +184,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     try:
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     finally:
-        _finish_loggers(trainer)
+        _finish_loggers(trainer.loggers)
     return _metrics(trainer)
 
 
@@ -212,15 +212,7 @@ def _evaluate_table(cfg: DictConfig) -> dict[str, float]:
     try:
         log_wandb_tables(loggers, output_dir, parts)
     finally:
-        for logger in loggers:
-            finalize = getattr(logger, "finalize", None)
-            if finalize is not None:
-                finalize("success")
-        if "wandb" in sys.modules:
-            import wandb
-
-            if wandb.run is not None:
-                wandb.finish()
+        _finish_loggers(loggers)
     if cfg.get("report", True):
         from fitdiff.report import write_report
 
@@ -228,9 +220,9 @@ def _evaluate_table(cfg: DictConfig) -> dict[str, float]:
     return result.metrics()
 
 
-def _finish_loggers(trainer: L.Trainer) -> None:
-    """Close W&B runs so a multirun's next job starts a new one."""
-    for logger in trainer.loggers:
+def _finish_loggers(loggers: list[Any]) -> None:
+    """Finalize ``loggers`` and close W&B runs so a multirun's next job starts a new one."""
+    for logger in loggers:
         finalize = getattr(logger, "finalize", None)
         if finalize is not None:
             finalize("success")
