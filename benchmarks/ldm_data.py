@@ -50,7 +50,7 @@ from fitdiff.data import (
     random_spec,
 )
 from fitdiff.ldm.encode import encode_latents
-from fitdiff.quickstart import compose_experiment
+from fitdiff.config.compose import compose_experiment
 
 AUTOENCODER_EXPERIMENT = {"quickstart_ldm": "quickstart_ae", "ldm_spade": "ae_branched"}
 UV_RESOLUTION = {"quickstart_ldm": 64, "ldm_spade": 512}

@@ -19,7 +19,7 @@ def _isolated_environment(monkeypatch, tmp_path_factory):
 @pytest.fixture
 def compose_train(tmp_path):
     """``compose_train(experiment, *overrides)`` -> a train config writing into ``tmp_path``."""
-    from fitdiff.quickstart import compose_experiment
+    from fitdiff.config.compose import compose_experiment
 
     def _compose(experiment: str, *overrides: str, config_name: str = "train"):
         return compose_experiment(experiment, tmp_path / "run", list(overrides), config_name=config_name)
@@ -89,7 +89,7 @@ TINY_UNET = ["model.net.model_channels=32", "model.net.channel_mult=[1,2]", "mod
 @pytest.fixture(scope="session")
 def tiny_ldm_checkpoint(latent_dataset, tmp_path_factory):
     """``last.ckpt`` of a 2-step ``quickstart_ldm`` run of a small denoiser on ``latent_dataset``."""
-    from fitdiff.quickstart import compose_experiment
+    from fitdiff.config.compose import compose_experiment
     from fitdiff.tasks import train
 
     run = tmp_path_factory.mktemp("tiny_ldm_run")

@@ -16,7 +16,7 @@ from fitdiff.data.fields import (
     STAGE_FIELDS,
     stage_fields,
 )
-from fitdiff.quickstart import experiment_names
+from fitdiff.config.compose import experiment_names
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 

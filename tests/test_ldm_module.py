@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fitdiff.ldm.ema import DenoiserEMA, ema_decay
-from fitdiff.quickstart import experiment_names
+from fitdiff.config.compose import experiment_names
 from fitdiff.tasks import train
 from helpers import diffusion_overrides
 

@@ -2,7 +2,7 @@
 
 import logging
 
-from fitdiff import quickstart
+from fitdiff.quickstart import stages
 
 
 def test_autoencoder_report_names_the_exported_checkpoint(tmp_path, caplog):
@@ -17,7 +17,7 @@ def test_autoencoder_report_names_the_exported_checkpoint(tmp_path, caplog):
         "2,299,,0.20,27.5,30.0,2.1\n"
     )
     with caplog.at_level(logging.INFO, logger="fitdiff.quickstart"):
-        quickstart._stage_autoencoder(tmp_path)
+        stages._stage_autoencoder(tmp_path)
     text = caplog.text
     assert "exported weights (best val/rec_loss): val/diffuse_psnr 29.00, val/specular_psnr 29.50" in text
     assert "last validation: val/diffuse_psnr 27.50, val/specular_psnr 30.00, val/normals_angular_error 2.10" in text
