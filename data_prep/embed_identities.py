@@ -5,7 +5,8 @@
 
 --src rewrites SRC/<subject>/<image>/id.npy (and meta.json's recognizer) in place. --shards rewrites every
 shard of DIR's manifest into --out (which may be DIR itself): all other members stay bit-identical, and
-the new manifest records the recognizer and the new sha256s. --weights "random" uses an untrained network
+the new manifest records the recognizer and the new sha256s. Nothing in --out changes unless every shard
+is rewritten (a failure leaves no new or partial folder). --weights "random" uses an untrained network
 (for tests only). Landmarks: the 5 ArcFace points, or derived from 68 iBUG points.
 """
 

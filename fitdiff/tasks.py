@@ -24,6 +24,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from fitdiff.config import ConfigError, validate_config
 from fitdiff.config.instantiate import instantiate_callbacks, instantiate_loggers
+from fitdiff.config.launch import process_rank
+from fitdiff.data.errors import ManifestError
+from fitdiff.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +46,8 @@ def prepare_run(cfg: DictConfig) -> Path:
     os.environ["FITDIFF_ASSETS"] = str(cfg.paths.assets_dir)  # fitdiff.assets.require looks there
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, output_dir / RESOLVED_CONFIG, resolve=True)
+    if process_rank() == 0:  # every process of a multi-process job shares the run dir
+        atomic_write_text(output_dir / RESOLVED_CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
     if cfg.extras.print_config:
         _print_config(cfg)
     torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
@@ -236,7 +240,8 @@ def _finish_loggers(loggers: list[Any]) -> None:
 def run_cli(task: Callable[[DictConfig], dict[str, float]], cfg: DictConfig) -> float | None:
     """Run ``task`` for a command-line entry point.
 
-    A configuration error is reported on one line and exits with status 2 before any work starts.
+    A configuration error, and a data folder whose manifest is missing or unreadable (found when the
+    DataModule is set up, before the first step), is reported on one line and exits with status 2.
     Returns the value of ``cfg.optimized_metric`` for Hydra sweepers, when set; when the run did not log
     it (no validation data, validation disabled, a misspelt name) a warning lists what was logged and
     ``None`` is returned.
@@ -245,6 +250,9 @@ def run_cli(task: Callable[[DictConfig], dict[str, float]], cfg: DictConfig) -> 
         metrics = task(cfg)
     except ConfigError as exc:
         log.error("configuration error: %s", exc)
+        raise SystemExit(2) from None
+    except ManifestError as exc:
+        log.error("data error: %s", str(exc).replace("\n", " "))  # one line
         raise SystemExit(2) from None
     name = cfg.get("optimized_metric")
     if not name:

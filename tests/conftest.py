@@ -9,7 +9,8 @@ import torch
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch, tmp_path_factory):
     """No W&B key, no forced W&B mode, an empty asset folder: tests never reach the network."""
-    for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL", "FITDIFF_ROOT", "FITDIFF_DATA"):
+    for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL", "FITDIFF_ROOT", "FITDIFF_DATA",
+                "FITDIFF_RUN_NAME"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path_factory.getbasetemp() / "no-netrc"))
     monkeypatch.setenv("FITDIFF_ASSETS", str(tmp_path_factory.mktemp("assets")))

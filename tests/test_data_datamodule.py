@@ -185,7 +185,7 @@ def test_bad_sample_names_shard_key_and_field(tmp_path, mutate, field, pattern):
     dm = _dm(tmp_path)
     with pytest.raises(SampleError, match=pattern) as info:
         _keys(dm.val_dataloader())
-    assert (info.value.shard, info.value.key, info.value.field) == ("val-00001.tar", "s4_0", field)
+    assert (info.value.shard, info.value.key, info.value.field) == (str(tmp_path / "val-00001.tar"), "s4_0", field)
 
 
 def test_bad_sample_in_a_worker_names_shard_key_and_field(tmp_path):

@@ -13,11 +13,14 @@ import torch
 from fitdiff.data import (
     DatasetWriter,
     FaceDataModule,
+    SampleError,
+    ShardError,
     find_sample_folders,
     five_point_landmarks,
     load_manifest,
     random_sample,
     random_spec,
+    read_shard,
     write_sample_folder,
 )
 from fitdiff.data.embed import IdentityEmbedder, embed_folder, embed_shards
@@ -122,3 +125,84 @@ def test_cli_with_arcface_random_weights(tmp_path):
                                   "arcface_ir_se50", "--weights", "random", "--batch-size", "4", "--no-progress"])
     assert code == 0
     assert load_manifest(tmp_path / "b").recognizer == "arcface_ir_se50"
+
+
+class _FailingEncoder(_MeanColourEncoder):
+    """Fails on its second batch, after the first shard has been written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def _embed(self, aligned: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls > 1:
+            raise RuntimeError("recognizer failed")
+        return super()._embed(aligned)
+
+
+def _fingerprint(folder):
+    return {p.name: sha256_file(p) for p in sorted(folder.iterdir())}
+
+
+def test_a_failed_embed_leaves_no_output_folder(tmp_path):
+    _shards(tmp_path / "a")
+    with pytest.raises(RuntimeError, match="recognizer failed"):
+        embed_shards(tmp_path / "a", tmp_path / "b", IdentityEmbedder(_FailingEncoder(), "x"), batch_size=4,
+                     progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]  # no "b", no temporary sibling
+
+
+def test_a_failed_in_place_embed_changes_nothing(tmp_path):
+    _shards(tmp_path / "a")
+    before = _fingerprint(tmp_path / "a")
+    with pytest.raises(RuntimeError, match="recognizer failed"):
+        embed_shards(tmp_path / "a", tmp_path / "a", IdentityEmbedder(_FailingEncoder(), "x"), batch_size=4,
+                     progress=False)
+    assert _fingerprint(tmp_path / "a") == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
+
+
+def _insert_members(folder, shard, position, members):
+    """Put extra (name, bytes) members into a shard at ``position``; refresh the manifest's size and sha256."""
+    import io
+
+    path = folder / shard
+    with tarfile.open(path) as tar:
+        old = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    extra = []
+    for name, data in members:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        extra.append((info, data))
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for info, data in old[:position] + extra + old[position:]:
+            tar.addfile(info, io.BytesIO(data))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for entry in manifest["shards"]:
+        if entry["name"] == shard:
+            entry["bytes"], entry["sha256"] = path.stat().st_size, sha256_file(path)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(("position", "member", "error", "pattern"), [
+    (0, "aaa_0.txt", SampleError, r"unexpected member aaa_0\.txt: the only member\(s\) of sample 'aaa_0'"),
+    (8, "p0_0.extra.txt", SampleError, r"unexpected member p0_0\.extra\.txt: not a sample member"),
+    (32, "zz_9.txt", ShardError, r"more samples than the 4 the manifest lists; sample 5 is 'zz_9' \(members zz_9\.txt\)"),
+])
+def test_a_stray_member_is_named(tmp_path, position, member, error, pattern):
+    _shards(tmp_path / "a")  # train-00000.tar: 4 samples of 8 members
+    _insert_members(tmp_path / "a", "train-00000.tar", position, [(member, b"stray")])
+    with pytest.raises(error, match=pattern) as info:
+        embed_shards(tmp_path / "a", tmp_path / "b", _embedder(), batch_size=32, progress=False)
+    assert str(tmp_path / "a" / "train-00000.tar") in str(info.value)
+    assert not (tmp_path / "b").exists()
+
+
+def test_read_shard_names_the_first_sample_past_the_manifest_count(tmp_path):
+    _shards(tmp_path / "a")
+    extra = random_sample("zz_9", SPEC, 99).encode()
+    _insert_members(tmp_path / "a", "train-00000.tar", 32,
+                    [(f"zz_9.{m}", data) for m, data in sorted(extra.items()) if m != "__key__"])
+    with pytest.raises(ShardError, match=r"sample 5 is 'zz_9' \(members zz_9\.diffuse\.png, zz_9\.id\.npy"):
+        list(read_shard(str(tmp_path / "a" / "train-00000.tar"), expected=4))

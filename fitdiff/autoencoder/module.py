@@ -85,6 +85,8 @@ class AutoencoderModule(L.LightningModule):
             ``None`` or 0 disables. (``trainer.gradient_clip_val`` does not apply to manual optimisation.)
         gradient_clip_algorithm: ``"norm"`` (total 2-norm) or ``"value"`` (element-wise).
         n_log_images: maps per modality in the validation image grids (W&B loggers only).
+        compile: ``torch.compile`` the generator network (``nn.Module.compile``, in place: parameter
+            names and checkpoints are unchanged) when the trainer sets the model up; off by default.
 
     ``global_step`` counts generator steps (one per batch): the discriminator's optimiser is stepped
     through the strategy directly so that it is not counted, and ``max_steps``, ``disc_start``,
@@ -101,6 +103,7 @@ class AutoencoderModule(L.LightningModule):
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: Literal["norm", "value"] = "norm",
         n_log_images: int = 4,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         # plain dicts with explicit targets: what the checkpoint stores and what the parts are built from
@@ -166,6 +169,12 @@ class AutoencoderModule(L.LightningModule):
                 "trainer.strategy: the autoencoder's generator and discriminator backward passes each leave the "
                 "other network's parameters unused; use trainer.strategy=ddp_find_unused_parameters_true"
             )
+
+    def configure_model(self) -> None:
+        """With ``model.compile=true``, compile the generator once (before DDP wraps the module)."""
+        if self.hparams.get("compile") and getattr(self.net, "_compiled_call_impl", None) is None:
+            log.info("torch.compile: the generator network")
+            self.net.compile()
 
     def configure_optimizers(self) -> tuple[list[torch.optim.Optimizer], list[Any]]:
         """Generator and discriminator optimisers, each with its own instance of the schedule."""

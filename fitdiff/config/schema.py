@@ -77,7 +77,9 @@ class EvaluateConfig(TrainConfig):
 def register_configs() -> None:
     """Put the schemas in Hydra's ConfigStore and the ``fitdiff:`` resolvers in OmegaConf (idempotent).
 
-    Call before composing. Resolvers: ``${fitdiff:assets_dir}`` is :func:`fitdiff.assets.asset_dir`.
+    Call before composing. Resolvers: ``${fitdiff:assets_dir}`` is :func:`fitdiff.assets.asset_dir`;
+    ``${fitdiff:run_name,DEFAULT}`` and ``${fitdiff:hydra_subdir}`` name one run directory for every
+    process of a multi-process job (:mod:`fitdiff.config.launch`).
     """
     if not OmegaConf.has_resolver("fitdiff"):
         OmegaConf.register_new_resolver("fitdiff", _fitdiff_resolver)
@@ -86,9 +88,19 @@ def register_configs() -> None:
     store.store(name="evaluate_schema", node=EvaluateConfig)
 
 
-def _fitdiff_resolver(name: str) -> str:
+def _fitdiff_resolver(name: str, *args: str) -> str | None:
     if name == "assets_dir":
         from fitdiff.assets import asset_dir
 
         return str(asset_dir())
-    raise ValueError(f"unknown resolver ${{fitdiff:{name}}}; known: assets_dir")
+    if name == "run_name":
+        from fitdiff.config.launch import run_name
+
+        if len(args) != 1:
+            raise ValueError("${fitdiff:run_name,DEFAULT} takes one argument: the name of a one-process run")
+        return run_name(str(args[0]))
+    if name == "hydra_subdir":
+        from fitdiff.config.launch import hydra_output_subdir
+
+        return hydra_output_subdir()
+    raise ValueError(f"unknown resolver ${{fitdiff:{name}}}; known: assets_dir, run_name, hydra_subdir")

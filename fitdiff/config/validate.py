@@ -101,6 +101,9 @@ def _check_target_node(node: dict[str, Any], path: str) -> None:
                 f"Valid keys: {', '.join(sorted(named))}"
             )
         if key in hints and not check_value_type(value, hints[key]):
+            outside = _range_violated(value, hints[key])
+            if outside is not None:
+                raise ConfigError(f"invalid value for '{full}': got {value!r}, {target} expects a value {outside}")
             raise ConfigError(
                 f"wrong type for '{full}': got {value!r} ({type(value).__name__}), "
                 f"{target} expects {_describe(hints[key])}"
@@ -121,7 +124,7 @@ def _type_hints(obj: Any) -> dict[str, Any]:
     """Type hints of a callable's parameters; unresolvable ones are left out (never fails)."""
     func = obj.__init__ if inspect.isclass(obj) else obj
     try:
-        return typing.get_type_hints(func)
+        return typing.get_type_hints(func, include_extras=True)  # keep Annotated value ranges
     except Exception:
         pass
     hints: dict[str, Any] = {}
@@ -140,7 +143,9 @@ def check_value_type(value: Any, hint: Any) -> bool:
     """Whether a config ``value`` (scalar, list, dict or None) can be passed where ``hint`` is expected.
 
     Returns True when the hint is too complex to judge. Booleans are not accepted as numbers, and
-    floats are not accepted as ints (``max_epochs=1.5``); ints are accepted as floats.
+    floats are not accepted as ints (``max_epochs=1.5``); ints are accepted as floats. ``Annotated``
+    metadata with an ``accepts(value) -> bool`` method (:class:`fitdiff.config.ranges.Interval`) must
+    accept the value too.
     """
     if hint is Any or hint is inspect.Parameter.empty or isinstance(hint, (str, typing.ForwardRef)):
         return True
@@ -155,7 +160,7 @@ def check_value_type(value: Any, hint: Any) -> bool:
     if value is None:
         return True  # many libraries default to None without Optional[...]; leave those alone
     if origin is typing.Annotated:
-        return check_value_type(value, args[0])
+        return check_value_type(value, args[0]) and all(_accepts(meta, value) for meta in hint.__metadata__)
     if hint in _SCALARS:
         return _scalar_matches(value, hint)
     if origin in (list, tuple, set, frozenset) or _is_abstract_sequence(origin or hint):
@@ -189,6 +194,22 @@ def _scalar_matches(value: Any, hint: type) -> bool:
     return isinstance(value, hint)
 
 
+def _accepts(meta: Any, value: Any) -> bool:
+    accepts = getattr(meta, "accepts", None)
+    return bool(accepts(value)) if callable(accepts) else True
+
+
+def _range_violated(value: Any, hint: Any) -> str | None:
+    """The range (``"in [0, 1]"``) that rejects ``value`` when its type is right but its value is not."""
+    if typing.get_origin(hint) is not typing.Annotated or not check_value_type(value, typing.get_args(hint)[0]):
+        return None
+    rejecting = [str(meta) for meta in hint.__metadata__ if not _accepts(meta, value)]
+    return " and ".join(rejecting) or None
+
+
 def _describe(hint: Any) -> str:
+    if typing.get_origin(hint) is typing.Annotated:
+        ranges = [str(m) for m in hint.__metadata__ if callable(getattr(m, "accepts", None))]
+        return " ".join([_describe(typing.get_args(hint)[0]), *ranges])
     text = getattr(hint, "__name__", None) if inspect.isclass(hint) else None
     return text or str(hint).replace("typing.", "")

@@ -15,7 +15,15 @@ imported on first use, so the data tools start quickly.
 from typing import Any
 
 from fitdiff.data.batch import FaceBatch, FaceCollate, PhotoJitter
-from fitdiff.data.errors import AutoencoderMismatchError, DataError, ManifestError, SampleError, ShardError
+from fitdiff.data.errors import (
+    AutoencoderMismatchError,
+    BadSampleLimitError,
+    DataError,
+    InvalidShardsError,
+    ManifestError,
+    SampleError,
+    ShardError,
+)
 from fitdiff.data.fields import (
     AUTOENCODER_FIELDS,
     DIFFUSION_FIELDS,
@@ -74,6 +82,7 @@ from fitdiff.data.writer import DatasetWriter, ShardInfo, ShardWriter, dataset_s
 __all__ = [
     "AUTOENCODER_FIELDS",
     "AutoencoderMismatchError",
+    "BadSampleLimitError",
     "DEFAULT_LATENT_FIELDS",
     "DIFFUSION_FIELDS",
     "RECONSTRUCTION_FIELDS",
@@ -88,6 +97,7 @@ __all__ = [
     "FaceDataModule",
     "FaceSample",
     "FolderDataset",
+    "InvalidShardsError",
     "LATENT_DTYPES",
     "LATENT_FIELDS",
     "LATENT_FORMAT",

@@ -20,12 +20,14 @@ import os
 import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from fitdiff.config.ranges import Interval
+from fitdiff.data.bad_samples import BadSampleCounter
 from fitdiff.data.batch import FaceCollate, PhotoJitter
 from fitdiff.data.manifest import Manifest, load_manifest
 from fitdiff.data.sample import FIELDS
@@ -275,6 +277,12 @@ class FaceDataModule(ShardDataModule):
         seed: base seed of the training shard resampling and shuffling (default: fresh per run).
         validate_samples: run the full schema check (ranges, unit normals, identity norm, ...) on every
             decoded sample; decoding, dtype and rank checks always run.
+        on_bad_sample: a sample that fails decoding or validation ``"raise"``s (default) or is ``"skip"``ped:
+            logged with its shard path and key, and counted (:mod:`fitdiff.data.bad_samples`).
+        max_bad_fraction: with ``"skip"``, the run stops with :class:`~fitdiff.data.BadSampleLimitError` when
+            more than this fraction (in [0, 1]) of the samples a loader process has read were skipped...
+        bad_fraction_min_samples: ...once it has read at least this many samples (and at the end of every
+            complete validation / test pass, whatever the count).
         verify_checksums: hash every shard at setup against the manifest (slow for large datasets).
         jitter_brightness, jitter_contrast, jitter_saturation, jitter_hue: photo colour augmentation of
             training batches (torchvision ColorJitter ranges; 0 disables); never applied to val / test.
@@ -295,6 +303,9 @@ class FaceDataModule(ShardDataModule):
         steps_per_epoch: int | None = None,
         seed: int | None = None,
         validate_samples: bool = True,
+        on_bad_sample: Literal["raise", "skip"] = "raise",
+        max_bad_fraction: Annotated[float, Interval(0.0, 1.0)] = 0.01,
+        bad_fraction_min_samples: Annotated[int, Interval(1, None)] = 1000,
         verify_checksums: bool = False,
         jitter_brightness: float = 0.0,
         jitter_contrast: float = 0.0,
@@ -312,6 +323,9 @@ class FaceDataModule(ShardDataModule):
         if unknown:
             raise ValueError(f"unknown field(s) {', '.join(unknown)}; fields: {', '.join(FIELDS)}")
         self.validate_samples = validate_samples
+        BadSampleCounter(on_bad_sample, max_bad_fraction, bad_fraction_min_samples)  # check the values now
+        self.bad_sample_options = dict(on_bad_sample=on_bad_sample, max_bad_fraction=float(max_bad_fraction),
+                                       bad_fraction_min_samples=int(bad_fraction_min_samples))
         self.jitter = PhotoJitter(jitter_brightness, jitter_contrast, jitter_saturation, jitter_hue)
         self.manifest: Manifest | None = None
 
@@ -327,7 +341,8 @@ class FaceDataModule(ShardDataModule):
 
     def _stream_options(self) -> dict[str, Any]:
         assert self.manifest is not None
-        return dict(spec=self.manifest.spec, fields=self.fields, validate=self.validate_samples)
+        return dict(spec=self.manifest.spec, fields=self.fields, validate=self.validate_samples,
+                    **self.bad_sample_options)
 
     def _collate(self, train: bool) -> FaceCollate:
         return FaceCollate(self.fields, self.jitter if train else None)

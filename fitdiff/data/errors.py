@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["DataError", "SampleError", "ShardError", "ManifestError", "AutoencoderMismatchError"]
+__all__ = [
+    "DataError", "SampleError", "ShardError", "ManifestError", "AutoencoderMismatchError", "BadSampleLimitError",
+    "InvalidShardsError",
+]
 
 
 class DataError(ValueError):
@@ -56,3 +59,19 @@ class ManifestError(DataError):
 
 class AutoencoderMismatchError(ManifestError):
     """Latent shards were made by another autoencoder than the configured one (both hashes in the message)."""
+
+
+class BadSampleLimitError(DataError):
+    """More samples were skipped as bad than ``max_bad_fraction`` allows (see :mod:`fitdiff.data.bad_samples`)."""
+
+
+class InvalidShardsError(DataError):
+    """Indexing found invalid samples in existing shards; no manifest was written.
+
+    Attributes:
+        problems: one :class:`SampleError` per invalid sample (shard path, key and field in each).
+    """
+
+    def __init__(self, message: str, problems: list[SampleError]):
+        self.problems = list(problems)
+        super().__init__(message)

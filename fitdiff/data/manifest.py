@@ -214,9 +214,13 @@ def load_manifest(directory: str | Path) -> Manifest:
     """Read and structurally check ``directory/manifest.json`` (use :meth:`Manifest.check` for files)."""
     path = Path(directory) / MANIFEST_NAME
     if not path.is_file():
+        folder = Path(directory)
+        shards = sorted(folder.glob("*.tar")) if folder.is_dir() else []
+        found = f"{folder} holds {len(shards)} .tar shard(s) but no manifest" if shards else (
+            "point data_dir at a folder made by data_prep/build_shards.py or data_prep/make_synthetic.py")
         raise ManifestError(
-            f"{path} does not exist: point data_dir at a folder made by data_prep/build_shards.py "
-            f"or data_prep/make_synthetic.py"
+            f"{path} does not exist: {found}; to make one for existing shards run "
+            f"`python data_prep/build_shards.py --index {folder}`"
         )
     try:
         data = json.loads(path.read_text())

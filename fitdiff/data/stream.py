@@ -14,7 +14,6 @@ process, where the process group may not exist.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch
 import webdataset as wds
 from torch.utils.data import IterableDataset
 
+from fitdiff.data.bad_samples import BadSampleCounter
 from fitdiff.data.errors import SampleError, ShardError
 from fitdiff.data.sample import FIELDS, MEMBERS, FaceSample, decode_sample
 from fitdiff.data.tar_reader import iter_tar_samples
@@ -58,7 +58,8 @@ def read_shard(
 
     Raises:
         ShardError: the file is missing, not a tar archive, truncated, or holds ``expected`` != samples
-            found; the message names the shard and the last good sample key.
+            found; the message names the shard and the last good sample key (for more samples than
+            ``expected``: the first sample past the count and its members, raised when it is read).
     """
     if fields is not None and members is not None:
         raise ValueError("pass fields or members, not both")
@@ -71,6 +72,12 @@ def read_shard(
             for sample in iter_tar_samples(stream, path, select):
                 last_key = sample["__key__"]  # type: ignore[assignment]
                 count += 1
+                if expected is not None and count > expected:
+                    found = ", ".join(f"{last_key}.{m}" for m in sample if not m.startswith("__"))
+                    raise ShardError(
+                        f"shard {path}: holds more samples than the {expected} the manifest lists; sample "
+                        f"{count} is {last_key!r} (members {found}): appended, or the shard was replaced?"
+                    )
                 yield sample
     except (SampleError, ShardError):
         raise
@@ -119,6 +126,9 @@ class ShardStream(IterableDataset):
         shuffle_buffer: training sample-shuffle buffer size (0 or 1 disables).
         seed: base seed; the epoch, rank and worker are mixed in.
         validate: run :func:`validate_sample` on each decoded sample (else only decoding checks).
+        on_bad_sample, max_bad_fraction, bad_fraction_min_samples: what a sample that fails decoding or
+            validation does (``"raise"``, or ``"skip"`` within a limit): :mod:`fitdiff.data.bad_samples`.
+            The counts are in :attr:`bad_samples`.
     """
 
     def __init__(
@@ -135,6 +145,9 @@ class ShardStream(IterableDataset):
         shuffle_buffer: int = 1000,
         seed: int = 0,
         validate: bool = True,
+        on_bad_sample: str = "raise",
+        max_bad_fraction: float = 0.01,
+        bad_fraction_min_samples: int = 1000,
     ) -> None:
         super().__init__()
         if train and not samples_per_worker:
@@ -151,6 +164,7 @@ class ShardStream(IterableDataset):
         self.shuffle_buffer = int(shuffle_buffer)
         self.seed = int(seed)
         self.validate = validate
+        self.bad_samples = BadSampleCounter(on_bad_sample, max_bad_fraction, bad_fraction_min_samples)
         self.epoch = 0
         split_by_rank([], self.rank, self.world_size)  # range check
 
@@ -166,13 +180,22 @@ class ShardStream(IterableDataset):
         self.epoch = int(epoch)
 
     def _decode(self, source: Iterator[dict]) -> Iterator[FaceSample]:
+        counter = self.bad_samples
         for raw in source:
-            shard = os.path.basename(raw.get("__url__", "?"))
-            sample = decode_sample(raw, fields=self.fields, shard=shard)
-            if self.validate:
-                assert self.spec is not None
-                validate_sample(sample, self.spec, fields=self.fields, shard=shard)
+            shard = str(raw.get("__url__", "?"))  # the full path (or URL): the file to fix
+            try:
+                sample = decode_sample(raw, fields=self.fields, shard=shard)
+                if self.validate:
+                    assert self.spec is not None
+                    validate_sample(sample, self.spec, fields=self.fields, shard=shard)
+            except SampleError as exc:
+                if not counter.skipping:
+                    raise
+                counter.bad(exc)
+                continue
+            counter.good()
             yield sample
+        counter.end_of_pass()  # reached only when a finite source ends (never in resampled training)
 
     def _read(self, sources: Iterator[dict]) -> Iterator[dict]:
         counts = dict(zip(self.shards, self.counts))

@@ -109,6 +109,9 @@ class LatentDiffusionModule(L.LightningModule):
         recognizer: id of the recognizer that made the training embeddings (``name@sha256:<hex>``; read
             from the latent manifest): a photo given as identity must be embedded by the same network.
         autoencoder_sha256, autoencoder_config: recorded by the module itself (checkpoints).
+        compile: ``torch.compile`` the denoiser (``nn.Module.compile``, in place: parameter names and
+            checkpoints are unchanged) when the trainer sets the model up; off by default. The EMA copy
+            (validation) stays eager.
 
     Sample grids during training: the :class:`~fitdiff.callbacks.SampleGrid` callback.
     """
@@ -135,6 +138,7 @@ class LatentDiffusionModule(L.LightningModule):
         recognizer: str | None = None,
         autoencoder_sha256: str | None = None,
         autoencoder_config: Mapping[str, Any] | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if shape_loss_weight <= 0:
@@ -259,6 +263,12 @@ class LatentDiffusionModule(L.LightningModule):
         return module
 
     # ------------------------------------------------------------------------------ training
+
+    def configure_model(self) -> None:
+        """With ``model.compile=true``, compile the denoiser once (before DDP wraps the module)."""
+        if self.hparams.get("compile") and getattr(self.denoiser, "_compiled_call_impl", None) is None:
+            log.info("torch.compile: the denoiser")
+            self.denoiser.compile()
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
