@@ -34,6 +34,7 @@ import argparse
 import contextlib
 import logging
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -188,14 +189,14 @@ def ldm_step_fn(net: torch.nn.Module, channels: int, size: int, device: str) -> 
     return run
 
 
-def cpu_bf16_ratio(step: Callable, modules: list[torch.nn.Module]) -> float:
-    """Saved bytes per sample under bfloat16 autocast / float32, real forwards on the CPU (batch 2 - 1)."""
+def cpu_saved(step: Callable, modules: list[torch.nn.Module]) -> tuple[float, float]:
+    """Saved bytes per sample (float32, bfloat16 autocast) of real forwards on the CPU (batch 2 - 1)."""
     _, fp32 = per_sample(step, modules, backward=False)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         _, bf16 = per_sample(step, modules, backward=False)
     for m in modules:
         m.zero_grad(set_to_none=True)
-    return bf16 / fp32
+    return fp32, bf16
 
 
 def time_steps(step: Callable[[], None], n: int) -> tuple[float, list[float]]:
@@ -226,12 +227,15 @@ def measure_ae(args: argparse.Namespace) -> dict[str, Any]:
         for phase, (at, n) in phases.items():
             flops, saved = per_sample(ae_step_fn(meta, args.map_res, "meta", at), [meta])
             res["phases"][phase] = dict(steps=n, flops=flops, saved=saved)
+        # the same count at the CPU steps' resolution, to check against real tensors
+        _, meta_small = per_sample(ae_step_fn(meta, args.ae_cpu_res, "meta", disc_start), [meta], backward=False)
     del meta
 
     module = instantiate(cfg.model)  # real weights, CPU
     module.train()
     gan_step = ae_step_fn(module, args.ae_cpu_res, "cpu", disc_start)
-    res["bf16_ratio"] = cpu_bf16_ratio(gan_step, [module])
+    fp32, bf16 = cpu_saved(gan_step, [module])
+    res["bf16_ratio"] = bf16 / fp32
     opt_g = torch.optim.Adam(module.net.parameters(), lr=1e-4, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(module.loss.discriminators.parameters(), lr=1e-4, betas=(0.5, 0.9))
 
@@ -243,7 +247,7 @@ def measure_ae(args: argparse.Namespace) -> dict[str, Any]:
         opt_d.zero_grad(set_to_none=True)
 
     cpu_flops, times = time_steps(train_step, args.cpu_steps)
-    res["cpu"] = dict(res=args.ae_cpu_res, flops=cpu_flops, times=times)
+    res["cpu"] = dict(res=args.ae_cpu_res, flops=cpu_flops, times=times, saved_meta=meta_small, saved_real=fp32)
     return res
 
 
@@ -264,7 +268,8 @@ def measure_ldm(args: argparse.Namespace) -> dict[str, Any]:
     del meta
     net = instantiate(node).train()
     step = ldm_step_fn(net, channels, size, "cpu")
-    res["bf16_ratio"] = cpu_bf16_ratio(step, [net])
+    fp32, bf16 = cpu_saved(step, [net])
+    res["bf16_ratio"] = bf16 / fp32
     ema = DenoiserEMA(net, float(cfg.model.ema_decay))
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=0.0)
 
@@ -275,7 +280,7 @@ def measure_ldm(args: argparse.Namespace) -> dict[str, Any]:
         ema.update(net)
 
     cpu_flops, times = time_steps(train_step, args.cpu_steps)
-    res["cpu"] = dict(res=size, flops=cpu_flops, times=times)
+    res["cpu"] = dict(res=size, flops=cpu_flops, times=times, saved_meta=saved, saved_real=fp32)
     return res
 
 
@@ -318,6 +323,11 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
         what = f"{c['res']}x{c['res']} maps" if r["name"].startswith("ae") else f"{r['latent'][0]} x {c['res']}x{c['res']} latent"
         log.info("| %s | %s | %.1f | %.2f | %.3f | %.1f |", r["name"], what, c["flops"] / 1e9, s, 1 / s,
                  c["flops"] / s / 1e9)
+    log.info("")
+    for r in results:
+        c = r["cpu"]
+        log.info("CHECK %s activations / sample at the CPU input, fp32: meta count %.3f GiB, real tensors %.3f GiB; "
+                 "bf16-mixed / fp32 = %.3f", r["name"], c["saved_meta"] / GIB, c["saved_real"] / GIB, r["bf16_ratio"])
 
 
 def main() -> None:
@@ -332,7 +342,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False  # the tables once, on stdout, whatever the libraries configure
     logging.getLogger("fitdiff.metrics.lpips").setLevel(logging.ERROR)  # random LPIPS backbone: same FLOPs
     log.info("torch %s, CPU, %d threads; full scale: %dx%d maps", torch.__version__, torch.get_num_threads(),
              args.map_res, args.map_res)

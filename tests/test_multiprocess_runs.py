@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from lightning.pytorch.loggers.logger import DummyExperiment
@@ -148,3 +151,29 @@ def test_torchrun_with_two_processes_makes_one_run_dir_and_one_wandb_run(tmp_pat
     assert len(list((run / "wandb").glob("offline-run-*"))) == 1  # one W&B run, rank 0's
     assert OmegaConf.load(run / tasks.RESOLVED_CONFIG).trainer.devices == 2
     assert (run / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_two_srun_tasks_are_one_lightning_job_with_one_run_dir(tmp_path):
+    """What ``srun`` gives each task of scripts/slurm/train.sbatch, faked for two CPU tasks on this machine."""
+    slurm = {"SLURM_JOB_ID": "4242", "SLURM_STEP_ID": "0", "SLURM_JOB_NAME": "fitdiff", "SLURM_NTASKS": "2",
+             "SLURM_NTASKS_PER_NODE": "2", "SLURM_STEP_NUM_TASKS": "2", "SLURM_NNODES": "1",
+             "SLURM_JOB_NUM_NODES": "1", "SLURM_NODEID": "0", "SLURM_NODELIST": "127.0.0.1"}
+    command = [sys.executable, "train.py", "experiment=smoke", "trainer=ddp_cpu", "trainer.devices=2",
+               "trainer.num_nodes=1", "logger=csv", "trainer.max_steps=2", "extras.print_config=false",
+               f"paths.log_dir={tmp_path}"]
+    procs = []
+    for rank in range(2):
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "RANK", "LOCAL_RANK", "WORLD_SIZE"))}
+        env.update(slurm, SLURM_PROCID=str(rank), SLURM_LOCALID=str(rank), PYTHONUNBUFFERED="1")
+        procs.append(subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=240)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    assert "MEMBER: 2/2" in "".join(outputs)
+    assert [p.name for p in (tmp_path / "smoke" / "runs").iterdir()] == ["slurm-4242.0"]
+    run = tmp_path / "smoke" / "runs" / "slurm-4242.0"
+    assert (run / ".hydra" / "config.yaml").is_file() and (run / tasks.RESOLVED_CONFIG).is_file()
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert state["global_step"] == 2
