@@ -40,6 +40,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from fitdiff.autoencoder import export_safetensors
+from fitdiff.config.compose import compose_experiment
 from fitdiff.data import (
     DIFFUSION_FIELDS,
     DatasetWriter,
@@ -50,7 +51,6 @@ from fitdiff.data import (
     random_spec,
 )
 from fitdiff.ldm.encode import encode_latents
-from fitdiff.config.compose import compose_experiment
 
 AUTOENCODER_EXPERIMENT = {"quickstart_ldm": "quickstart_ae", "ldm_spade": "ae_branched"}
 UV_RESOLUTION = {"quickstart_ldm": 64, "ldm_spade": 512}

@@ -8,9 +8,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from fitdiff.config import ConfigError, validate_config
+from fitdiff.config.compose import experiment_names
 from fitdiff.config.instantiate import instantiate_callbacks, instantiate_loggers
 from fitdiff.config.validate import check_value_type
-from fitdiff.config.compose import experiment_names
 from helpers import diffusion_overrides, run_script
 
 EXPERIMENTS = experiment_names()

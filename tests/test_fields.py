@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from fitdiff.config.compose import experiment_names
 from fitdiff.data import FIELDS
 from fitdiff.data.fields import (
     AUTOENCODER_FIELDS,
@@ -16,7 +17,6 @@ from fitdiff.data.fields import (
     STAGE_FIELDS,
     stage_fields,
 )
-from fitdiff.config.compose import experiment_names
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 

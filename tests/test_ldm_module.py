@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fitdiff.ldm.ema import DenoiserEMA, ema_decay
 from fitdiff.config.compose import experiment_names
+from fitdiff.ldm.ema import DenoiserEMA, ema_decay
 from fitdiff.tasks import train
 from helpers import diffusion_overrides
 

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 PROGRESS_NAME = ".build_progress.json"
 REJECTS_NAME = "rejects.jsonl"
-_SPEC_PROBE = 16
+SPEC_PROBE = 16  # samples whose resolutions and dims vote for the dataset spec
 
 
 @dataclass
@@ -73,15 +73,20 @@ def _load(folder: SampleFolder) -> FaceSample:
 def _infer_spec(folders: list[SampleFolder], overrides: dict[str, Any]) -> SampleSpec:
     specs: list[SampleSpec] = []
     for folder in folders:
-        if len(specs) >= _SPEC_PROBE:
+        if len(specs) >= SPEC_PROBE:
             break
         try:
             specs.append(SampleSpec.from_sample(_load(folder), **overrides))
         except (SampleError, ValueError, TypeError):
             continue
+    return common_spec(specs, f"first folder: {folders[0].path if folders else 'none'}")
+
+
+def common_spec(specs: list[SampleSpec], where: str) -> SampleSpec:
+    """The most common of the specs inferred from the first samples (a warning when they disagree);
+    ``where`` names the input in the error raised when there is none."""
     if not specs:
-        raise SampleError(f"none of the first samples decodes completely; cannot infer the dataset spec "
-                          f"(first folder: {folders[0].path if folders else 'none'})")
+        raise SampleError(f"none of the first samples decodes completely; cannot infer the dataset spec ({where})")
     spec, votes = Counter(specs).most_common(1)[0]
     if votes < len(specs):
         log.warning("samples disagree on resolutions/dims; using the most common spec (%d of %d): %s",
@@ -103,7 +108,8 @@ def _write_progress(path: Path, progress: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(progress, sort_keys=True))
 
 
-def _progress_bar(enabled: bool):
+def progress_bar(enabled: bool):
+    """A rich progress bar (description, bar, done / total, time left); shown only when ``enabled``."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -173,7 +179,7 @@ def build_shards(
             del chunks_done[name]
 
     report_written, report_kept = [], []
-    with _progress_bar(progress) as bar:
+    with progress_bar(progress) as bar:
         task = bar.add_task(f"shards -> {out}", total=len(folders))
         for split, index, chunk in plan:
             name = shard_name(split, index)

@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import logging
 import re
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fitdiff.data.build import SPEC_PROBE, common_spec, progress_bar
 from fitdiff.data.errors import InvalidShardsError, SampleError
 from fitdiff.data.manifest import MANIFEST_NAME, SPLITS, Manifest, ShardEntry
 from fitdiff.data.sample import FaceSample, decode_sample, subject_of
@@ -48,7 +48,6 @@ SPLIT_WORDS: dict[str, str] = {
     "test": "test", "testing": "test",
 }
 _WORD_RE = re.compile(r"[a-z]+")
-_SPEC_PROBE = 16
 _LISTED_PROBLEMS = 10
 
 
@@ -113,29 +112,15 @@ def _infer_spec(shards: list[Path], overrides: dict[str, Any]) -> SampleSpec:
     specs: list[SampleSpec] = []
     for path in shards:
         for raw in read_shard(str(path)):
-            if len(specs) >= _SPEC_PROBE:
+            if len(specs) >= SPEC_PROBE:
                 break
             try:
                 specs.append(SampleSpec.from_sample(decode_sample(raw, shard=str(path)), **overrides))
             except (SampleError, ValueError, TypeError):
                 continue
-        if len(specs) >= _SPEC_PROBE:
+        if len(specs) >= SPEC_PROBE:
             break
-    if not specs:
-        raise SampleError(f"none of the first samples decodes completely (members image.png, diffuse.png, ...); "
-                          f"cannot infer the dataset spec (first shard: {shards[0]})")
-    spec, votes = Counter(specs).most_common(1)[0]
-    if votes < len(specs):
-        log.warning("samples disagree on resolutions/dims; using the most common spec (%d of %d): %s",
-                    votes, len(specs), spec)
-    return spec
-
-
-def _progress_bar(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    disable=not enabled, transient=False)
+    return common_spec(specs, f"members image.png, diffuse.png, ...; first shard: {shards[0]}")
 
 
 def _index_shard(
@@ -202,7 +187,7 @@ def index_shards(
     subjects: dict[str, set[str]] = {}
     problems: list[SampleError] = []
     infos: list[ShardInfo] = []
-    with _progress_bar(progress) as bar:
+    with progress_bar(progress) as bar:
         task = bar.add_task(f"indexing {directory}", total=len(shards))
         for path in shards:
             infos.append(_index_shard(path, splits[path.name], spec, keys, subjects, problems))
