@@ -100,3 +100,30 @@ def test_diffusion_compile_flag_from_the_config_reaches_torch_compile(latent_dat
 def test_compile_is_off_in_both_full_scale_configs(compose_train):
     for name in ("ae_branched", "ldm_spade"):
         assert compose_train(name).model.compile is False
+
+
+def test_channels_last_switch_keeps_values_and_exported_weights(tmp_path):
+    """``model.channels_last=true``: NHWC weights after set-up, the same outputs, contiguous exports."""
+    torch.manual_seed(0)
+    model = AutoencoderModule(net=NETWORK, loss=LOSS, channels_last=True).eval()  # no codebook updates
+    batch = next(iter(_loader()))
+    with torch.no_grad():
+        before = model.net(batch)
+    model.configure_model()
+    convs = [m for m in [*model.net.modules(), *model.loss.modules()] if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
+    assert not all(m.weight.is_contiguous() for m in convs)  # the order really changed
+    with torch.no_grad():
+        after = model.net(batch)
+    for key in ("diffuse", "specular", "normals"):
+        # NHWC kernels sum in another order: float32 rounding only (a flipped code would move whole maps)
+        torch.testing.assert_close(after.recon[key], before.recon[key], rtol=1e-3, atol=1e-3)
+    from safetensors.torch import load_file
+
+    exported = load_file(model.export_safetensors(tmp_path / "ae.safetensors"))
+    assert all(v.is_contiguous() for v in exported.values())
+
+
+def test_channels_last_is_on_in_the_autoencoder_configs(compose_train):
+    for name in ("ae_branched", "quickstart_ae"):
+        assert compose_train(name).model.channels_last is True

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import run_script
+from helpers import run_main, run_script
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
@@ -101,9 +101,11 @@ def test_batch_mode_writes_a_folder_per_photo_and_a_summary(checkpoint, photo, l
         assert (out / stem / "avatar.glb").is_file() and (out / stem / "fit.json").is_file()
 
 
-def test_errors_name_the_input_and_write_nothing(checkpoint, photo, latent_dataset, tmp_path):
+def test_errors_name_the_input_and_write_nothing(checkpoint, photo, latent_dataset, tmp_path, capsys):
+    from fitdiff.reconstruct import main
+
     image, landmarks = photo
-    base = ["-m", "fitdiff.reconstruct", "--ckpt", str(checkpoint), "--recognizer-weights",
+    base = ["--ckpt", str(checkpoint), "--recognizer-weights",
             str(latent_dataset.recognizer), *FAST]
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
@@ -120,9 +122,9 @@ def test_errors_name_the_input_and_write_nothing(checkpoint, photo, latent_datas
     ]
     for i, (args, name, words) in enumerate(cases):
         out = tmp_path / f"out{i}"
-        result = run_script(*base, *args, "--out", str(out))
-        assert result.returncode == 1 and name in result.stderr and words in result.stderr, (args, result.stderr)
+        rc, err = run_main(main, *base, *args, "--out", str(out), capsys=capsys)
+        assert rc == 1 and name in err and words in err, (args, err)
         assert not out.exists()
-    result = run_script("-m", "fitdiff.reconstruct", "--ckpt", str(tmp_path / "none.ckpt"), "--image", str(image),
-                        "--landmarks", str(landmarks), "--out", str(tmp_path / "x"))
-    assert result.returncode == 1 and "none.ckpt" in result.stderr and "quickstart" in result.stderr
+    rc, err = run_main(main, "--ckpt", str(tmp_path / "none.ckpt"), "--image", str(image),
+                       "--landmarks", str(landmarks), "--out", str(tmp_path / "x"), capsys=capsys)
+    assert rc == 1 and "none.ckpt" in err and "quickstart" in err

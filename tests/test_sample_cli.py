@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import run_script
+from helpers import run_main, run_script
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
@@ -45,20 +45,22 @@ def test_unconditional_and_embedding_samples_are_written_and_reproducible(checkp
     assert c["guidance_scale"] == 2.0 and c["shape"] != a["shape"]
 
 
-def test_command_line_errors_name_the_file(checkpoint, tmp_path):
+def test_command_line_errors_name_the_file(checkpoint, tmp_path, capsys):
+    from fitdiff.sample import main
+
     bad = tmp_path / "bad.npy"
     np.save(bad, np.zeros(7, dtype=np.float32))
-    result = run_script("-m", "fitdiff.sample", "--ckpt", str(checkpoint), "--identity", str(bad), "--n", "1",
-                        "--out", str(tmp_path / "out"))
-    assert result.returncode == 1 and "bad.npy" in result.stderr and "512" in result.stderr
+    rc, err = run_main(main, "--ckpt", str(checkpoint), "--identity", str(bad), "--n", "1",
+                       "--out", str(tmp_path / "out"), capsys=capsys)
+    assert rc == 1 and "bad.npy" in err and "512" in err
     photo = tmp_path / "photo.png"
     from PIL import Image
 
     Image.fromarray(np.zeros((64, 64, 3), dtype=np.uint8)).save(photo)
-    result = run_script("-m", "fitdiff.sample", "--ckpt", str(checkpoint), "--identity", str(photo), "--n", "1",
-                        "--out", str(tmp_path / "out"))
+    rc, err = run_main(main, "--ckpt", str(checkpoint), "--identity", str(photo), "--n", "1",
+                       "--out", str(tmp_path / "out"), capsys=capsys)
     # no landmarks given and no detector weights here: the error names the photo and how to proceed
-    assert result.returncode == 1 and "photo.png" in result.stderr, result.stderr
-    result = run_script("-m", "fitdiff.sample", "--ckpt", str(tmp_path / "none.ckpt"), "--n", "1",
-                        "--out", str(tmp_path / "out"))
-    assert result.returncode == 1 and "none.ckpt" in result.stderr
+    assert rc == 1 and "photo.png" in err, err
+    rc, err = run_main(main, "--ckpt", str(tmp_path / "none.ckpt"), "--n", "1", "--out", str(tmp_path / "out"),
+                       capsys=capsys)
+    assert rc == 1 and "none.ckpt" in err
