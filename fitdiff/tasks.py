@@ -7,6 +7,7 @@ return the final metrics as plain floats. Tests call these functions directly.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import sys
@@ -20,8 +21,10 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.trainer.states import TrainerStatus
 from lightning.pytorch.utilities.model_helpers import is_overridden
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from fitdiff.callbacks.checkpoint import AtomicCheckpointIO
+from fitdiff.callbacks.resume import LAST, Resolved, ResumeState, resolve_checkpoint
 from fitdiff.config import ConfigError, validate_config
 from fitdiff.config.instantiate import instantiate_callbacks, instantiate_loggers
 from fitdiff.config.launch import process_rank
@@ -87,8 +90,9 @@ class _ValidationRecorder(L.Callback):
             self.validated = True
 
 
-def _build(cfg: DictConfig) -> tuple[Any, L.LightningModule, L.Trainer]:
-    """DataModule, model and trainer (with callbacks and loggers) from ``cfg``."""
+def _build(cfg: DictConfig, resume: Resolved | None = None) -> tuple[Any, L.LightningModule, L.Trainer]:
+    """DataModule, model and trainer (with callbacks and loggers) from ``cfg``; W&B loggers continue the run
+    of the checkpoint ``resume`` (its saved run id, ``resume="allow"``)."""
     if cfg.get("data") is None or cfg.get("model") is None:
         raise ConfigError("the run needs 'data' and 'model': choose an experiment, e.g. experiment=smoke")
     log.info("data: %s", cfg.data._target_)
@@ -96,9 +100,11 @@ def _build(cfg: DictConfig) -> tuple[Any, L.LightningModule, L.Trainer]:
     log.info("model: %s", cfg.model._target_)
     model = instantiate(cfg.model)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
-    loggers = instantiate_loggers(cfg.get("logger"))
-    callbacks.append(_ValidationRecorder())
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    run_id = resume.wandb_run_id if resume is not None else None
+    loggers = instantiate_loggers(_continue_wandb_run(cfg.get("logger"), run_id))
+    callbacks += [_ValidationRecorder(), ResumeState()]
+    extra = {} if cfg.trainer.get("plugins") else {"plugins": [AtomicCheckpointIO()]}  # atomic checkpoint files
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **extra)
     hparams = OmegaConf.to_container(cfg, resolve=True)
     for logger in trainer.loggers:
         logger.log_hyperparams(hparams)
@@ -109,11 +115,38 @@ def _metrics(trainer: L.Trainer) -> dict[str, float]:
     return {k: float(v) for k, v in trainer.callback_metrics.items() if torch.as_tensor(v).numel() == 1}
 
 
-def _check_ckpt(cfg: DictConfig) -> str | None:
-    ckpt = cfg.get("ckpt_path")
-    if ckpt and not Path(ckpt).is_file():
-        raise ConfigError(f"ckpt_path: no checkpoint file at {ckpt}")
-    return ckpt
+def _continue_wandb_run(loggers: DictConfig | None, run_id: str | None) -> DictConfig | None:
+    """The ``logger`` group with ``id=run_id, resume=allow`` in each W&B node that sets no ``id`` itself."""
+    if loggers is None or not run_id:
+        return loggers
+    loggers = copy.deepcopy(loggers)  # the run's config stays as composed (interpolations still resolve)
+    with open_dict(loggers):
+        for name, node in loggers.items():
+            target = str(node.get("_target_", "")) if isinstance(node, DictConfig) else ""
+            if target.rsplit(".", 1)[-1] in ("wandb_logger", "WandbLogger") and not node.get("id"):
+                node.id, node.resume = run_id, "allow"
+                log.info("logger.%s: continuing W&B run %s", name, run_id)
+    return loggers
+
+
+def _in_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    except Exception:  # no Hydra application (tests, compose)
+        return False
+
+
+def _check_ckpt(cfg: DictConfig, allow_last: bool = True) -> Resolved | None:
+    """``ckpt_path`` resolved and read (:func:`fitdiff.callbacks.resume.resolve_checkpoint`), or None."""
+    value = cfg.get("ckpt_path")
+    if value == LAST and not allow_last:
+        raise ConfigError("ckpt_path=last resumes training; name the checkpoint file to evaluate")
+    node = (cfg.get("callbacks") or {}).get("last_checkpoint") or {}
+    return resolve_checkpoint(value, cfg.paths.output_dir, filename=str(node.get("filename") or "last"),
+                              search_siblings=not _in_multirun())
 
 
 def _validate_if_never_validated(trainer: L.Trainer, model: L.LightningModule, datamodule: Any) -> dict[str, float]:
@@ -147,12 +180,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
     A run that ends before its first validation (fewer steps than ``val_check_interval``) validates its
     final weights once after ``fit``.
 
+    ``ckpt_path`` (a file, or ``last``: :func:`fitdiff.callbacks.resume.resolve_checkpoint`) resumes
+    exactly: weights, EMA, optimisers, schedules, data position, random generators and the W&B run.
+
     Returns:
         The trainer's final callback metrics (train, val and, with ``test=true``, test), as floats.
     """
     prepare_run(cfg)
-    ckpt = _check_ckpt(cfg)
-    datamodule, model, trainer = _build(cfg)
+    resume = _check_ckpt(cfg)
+    ckpt = str(resume.path) if resume is not None else None
+    datamodule, model, trainer = _build(cfg, resume)
     try:
         metrics: dict[str, float] = {}
         if cfg.train:
@@ -181,9 +218,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("table") is not None:
         return _evaluate_table(cfg)
     prepare_run(cfg)
-    ckpt = _check_ckpt(cfg)
-    if not ckpt:
+    resolved = _check_ckpt(cfg, allow_last=False)
+    if resolved is None:
         raise ConfigError("evaluate needs a checkpoint: ckpt_path=/path/to/model.ckpt")
+    ckpt = str(resolved.path)
     datamodule, model, trainer = _build(cfg)
     try:
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)

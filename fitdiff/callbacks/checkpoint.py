@@ -8,7 +8,12 @@
 - when ``fit`` is interrupted by Ctrl-C (``KeyboardInterrupt``) or SIGTERM (Lightning's ``on_exception``).
 
 Each write goes to a temporary file in the same folder, renamed over the old checkpoint when complete:
-an interruption during a write leaves the previous checkpoint intact.
+an interruption during a write leaves the previous checkpoint intact. The checkpoint it replaces is kept
+as ``<filename>-prev.ckpt`` (renamed, no copy): when ``last.ckpt`` cannot be read (a disk that filled up,
+a copy cut short), ``ckpt_path=last`` falls back to it (:mod:`fitdiff.callbacks.resume`).
+
+:class:`AtomicCheckpointIO` makes every other checkpoint write (Lightning's ``ModelCheckpoint``,
+``trainer.save_checkpoint``) atomic on local disks in the same way; ``fitdiff.tasks`` installs it.
 """
 
 from __future__ import annotations
@@ -19,12 +24,43 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-__all__ = ["LastCheckpoint"]
+from fitdiff.io import atomic_write
+
+__all__ = ["AtomicCheckpointIO", "LastCheckpoint", "PREVIOUS_SUFFIX", "previous_checkpoint"]
 
 log = logging.getLogger(__name__)
+
+#: the file name suffix (before ``.ckpt``) of the checkpoint that the latest one replaced
+PREVIOUS_SUFFIX = "-prev"
+
+
+def previous_checkpoint(path: str | Path) -> Path:
+    """``<dir>/<name>-prev.ckpt``: where :class:`LastCheckpoint` keeps the checkpoint ``path`` replaced."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}{PREVIOUS_SUFFIX}{path.suffix}")
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's torch checkpoint I/O, writing local files atomically (temporary file, fsync, rename).
+
+    Lightning's own writer fills the destination in place on local disks (or moves a temporary file from
+    another file system, a copy), so an interrupted write leaves a truncated checkpoint. Paths with a URL
+    scheme (``s3://`` ...) are written by Lightning's writer.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if "://" in str(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options for local files")
+        with atomic_write(path, "wb") as handle:
+            torch.save(checkpoint, handle)
 
 
 class LastCheckpoint(L.Callback):
@@ -35,9 +71,11 @@ class LastCheckpoint(L.Callback):
         filename: file name without the ``.ckpt`` extension.
         every_n_train_steps: also save every this many optimiser steps (``trainer.global_step``, >= 1);
             ``None`` saves at the end of every training epoch instead.
+        keep_previous: keep the replaced checkpoint as ``<filename>-prev.ckpt`` (twice the disk space).
     """
 
-    def __init__(self, dirpath: str, filename: str = "last", every_n_train_steps: int | None = None) -> None:
+    def __init__(self, dirpath: str, filename: str = "last", every_n_train_steps: int | None = None,
+                 keep_previous: bool = True) -> None:
         super().__init__()
         if every_n_train_steps is not None and every_n_train_steps < 1:
             raise ValueError(f"every_n_train_steps must be >= 1 or None, got {every_n_train_steps}")
@@ -45,6 +83,7 @@ class LastCheckpoint(L.Callback):
             raise ValueError(f"filename must be a plain file name, got {filename!r}")
         self.path = Path(dirpath) / f"{filename}.ckpt"
         self.every_n_train_steps = every_n_train_steps
+        self.keep_previous = bool(keep_previous)
         self.last_saved_step: int | None = None  #: global step of the latest write (None: none yet)
 
     # ------------------------------------------------------------------------------------------ triggers
@@ -89,11 +128,13 @@ class LastCheckpoint(L.Callback):
         return self.path
 
     def _write(self, trainer: L.Trainer, save: Any) -> None:
-        """``save(tmp)`` then, on rank 0, rename ``tmp`` onto :attr:`path`."""
+        """``save(tmp)`` then, on rank 0, rename :attr:`path` to its ``-prev`` name and ``tmp`` onto it."""
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         if trainer.is_global_zero:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         save(str(tmp))
         if trainer.is_global_zero:
+            if self.keep_previous and self.path.is_file():
+                os.replace(self.path, previous_checkpoint(self.path))
             os.replace(tmp, self.path)
         self.last_saved_step = trainer.global_step

@@ -46,7 +46,7 @@ class TrainConfig:
     seed: Optional[int] = None
     train: bool = True  #: run ``trainer.fit``
     test: bool = False  #: run ``trainer.test`` on the best (else last) checkpoint after training
-    ckpt_path: Optional[str] = None  #: resume training from this checkpoint
+    ckpt_path: Optional[str] = None  #: resume from this checkpoint file, or ``last`` (README "Resuming")
     optimized_metric: Optional[str] = None  #: metric returned to sweepers (e.g. ``val/loss``)
     float32_matmul_precision: str = "highest"  #: torch.set_float32_matmul_precision ("high" on GPUs)
     data: Any = None

@@ -7,7 +7,9 @@ with fewer shards than ranks every rank reads all shards and keeps every ``world
 that no rank is left without data (a rank with no batches would stall the others' metric reductions).
 
 The rank, epoch and loader plumbing is :class:`ShardDataModule`, shared with the latent-shard
-DataModule (:mod:`fitdiff.data.latent_datamodule`).
+DataModule (:mod:`fitdiff.data.latent_datamodule`). Its ``state_dict`` (saved in checkpoints) is the
+training position: a resumed run re-creates the same seeded pass and drops the batches already trained
+on, so it sees the batches an uninterrupted run would (:mod:`fitdiff.data.position`).
 
 Hydra: ``experiments/data/shards.yaml`` (``_target_: fitdiff.data.FaceDataModule``).
 """
@@ -24,12 +26,15 @@ from typing import Annotated, Any, Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader
 
 from fitdiff.config.ranges import Interval
 from fitdiff.data.bad_samples import BadSampleCounter
 from fitdiff.data.batch import FaceCollate, PhotoJitter
 from fitdiff.data.manifest import Manifest, load_manifest
+from fitdiff.data.position import EpochLoader, PassPosition
+from fitdiff.data.remote import as_location, join_url
 from fitdiff.data.sample import FIELDS
 from fitdiff.data.stream import ShardStream
 from fitdiff.data.validation import SampleSpec
@@ -48,19 +53,6 @@ def resolve_rank(trainer: L.Trainer | None = None) -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
-
-
-class _EpochLoader(DataLoader):
-    """DataLoader that tells its stream the epoch before each pass (new resampling seeds per epoch)."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._passes = 0
-
-    def __iter__(self):
-        self.dataset.set_epoch(self._passes)
-        self._passes += 1
-        return super().__iter__()
 
 
 class _SizedShardStream(ShardStream):
@@ -130,7 +122,7 @@ class ShardDataModule(L.LightningDataModule):
         world_size: int | None = None,
     ) -> None:
         super().__init__()
-        self.data_dir = Path(data_dir)
+        self.data_dir: str | Path = as_location(data_dir)  # a Path, or the URL as given
         self.batch_size = int(batch_size)
         self.val_batch_size = int(val_batch_size or batch_size)
         self.num_workers = int(num_workers)
@@ -147,6 +139,7 @@ class ShardDataModule(L.LightningDataModule):
         self.rank, self.world_size = 0, 1
         self.streams: dict[str, ShardStream] = {}
         self.steps_per_epoch = 0
+        self.position = PassPosition()  #: the training pass and the batches taken from it (checkpointed)
 
     # ----------------------------------------------------------------------------------------- hooks
 
@@ -183,7 +176,7 @@ class ShardDataModule(L.LightningDataModule):
     def _stream(self, split: str) -> ShardStream:
         assert self.manifest is not None
         entries = [e for e in self.manifest.shards_for(split) if e.samples > 0]
-        paths = [str(self.data_dir / e.name) for e in entries]
+        paths = [join_url(self.data_dir, e.name) for e in entries]
         counts = [e.samples for e in entries]
         common = dict(counts=counts, rank=self.rank, world_size=self.world_size, **self._stream_options())
         if split != "train":
@@ -229,10 +222,52 @@ class ShardDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """Infinite-resampled training loader: exactly :attr:`steps_per_epoch` batches per epoch and rank."""
         stream = self._get("train")
-        return _EpochLoader(
-            stream, batch_size=self.batch_size, drop_last=True,
+        return EpochLoader(
+            stream, position=self.position, batch_size=self.batch_size, drop_last=True,
             collate_fn=self._collate(True), **self._loader_kwargs(self.num_workers),
         )
+
+    # ----------------------------------------------------------------------------------------- resume
+
+    def _position_setup(self) -> dict[str, int]:
+        return dict(batch_size=self.batch_size, num_workers=self.num_workers, world_size=self.world_size,
+                    seed=self.seed, steps_per_epoch=self.steps_per_epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The training position, saved in checkpoints: ``pass`` and the ``batches`` (per rank, all ranks
+        alike) the training loop has taken from it, with the settings the position is exact for.
+
+        Under a fitting trainer the batches are the trainer's (the loader is one prefetched batch ahead);
+        a completed pass is saved as the start of the next.
+        """
+        pos = self.position
+        if pos.current < 0:
+            pass_, batches = pos.next_pass, pos.skip
+        else:
+            pass_, batches = pos.current, pos.yielded
+            trainer = self.trainer
+            if trainer is not None and trainer.state.fn == TrainerFn.FITTING:
+                batches = min(batches, int(trainer.fit_loop.epoch_loop.batch_progress.current.ready))
+        if self.steps_per_epoch and batches >= self.steps_per_epoch:
+            pass_, batches = pass_ + 1, 0
+        return {"pass": int(pass_), "batches": int(batches), **self._position_setup()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continue from a :meth:`state_dict` position: the next training pass is the saved one, re-seeded
+        alike, without the batches already taken (call before the first ``iter`` of the train loader)."""
+        if "pass" not in state_dict:
+            return
+        now = self._position_setup()
+        changed = [f"{k} {state_dict[k]} -> {now[k]}" for k in now
+                   if k in state_dict and state_dict[k] != now[k] and (k != "steps_per_epoch" or now[k])]
+        if changed:
+            log.warning("the data position was saved with other settings (%s): the batches after resuming are "
+                        "not those of an uninterrupted run", ", ".join(changed))
+        pos = self.position
+        pos.next_pass, pos.skip, pos.current, pos.yielded = int(state_dict["pass"]), int(state_dict["batches"]), -1, 0
+        if self.steps_per_epoch and pos.skip >= self.steps_per_epoch:
+            pos.next_pass, pos.skip = pos.next_pass + 1, 0
+        log.info("data: resuming at training pass %d after %d batch(es)", pos.next_pass, pos.skip)
 
     def _eval_loader(self, split: str) -> DataLoader | list:
         stream = self._get(split)
@@ -242,7 +277,8 @@ class ShardDataModule(L.LightningDataModule):
         workers = min(self.num_workers, n_shards)  # more workers than shards would idle
         return DataLoader(
             stream, batch_size=self.val_batch_size, drop_last=False,
-            collate_fn=self._collate(False), **self._loader_kwargs(workers),
+            collate_fn=self._collate(False), generator=torch.Generator().manual_seed(0),  # the global one untouched
+            **self._loader_kwargs(workers),
         )
 
     def val_dataloader(self) -> DataLoader | list:
@@ -264,7 +300,8 @@ class FaceDataModule(ShardDataModule):
     Batches are :class:`fitdiff.data.FaceBatch`.
 
     Args:
-        data_dir: folder with ``manifest.json`` and the shards.
+        data_dir: folder with ``manifest.json`` and the shards, or its URL (``s3://``, ``gs://``,
+            ``https://``, ``file://``, ``pipe:``; see :mod:`fitdiff.data.remote`), streamed without retries.
         batch_size: training batch size per process.
         val_batch_size: validation / test batch size (default ``batch_size``).
         num_workers: DataLoader worker processes (0 = load in the main process).

@@ -22,6 +22,7 @@ from typing import Any
 from fitdiff.data.datamodule import ShardDataModule, _SampleSplitStream, _SizedShardStream
 from fitdiff.data.latent_manifest import LATENT_MANIFEST_NAME, LatentManifest, load_latent_manifest
 from fitdiff.data.latents import DEFAULT_LATENT_FIELDS, LATENT_FIELDS, LatentCollate, LatentShardStream
+from fitdiff.data.remote import join_url
 from fitdiff.io import sha256_file
 
 __all__ = ["LatentDataModule"]
@@ -44,7 +45,8 @@ class LatentDataModule(ShardDataModule):
     ``identity`` (B, 512), optional ``meta``).
 
     Args:
-        data_dir: folder with ``latents.json`` and the latent shards.
+        data_dir: folder with ``latents.json`` and the latent shards, or its URL (as for
+            :class:`~fitdiff.data.FaceDataModule`).
         autoencoder: the configured autoencoder file; its sha256 must equal the manifest's (``None``
             skips the check, with a warning).
         batch_size, val_batch_size, num_workers, shuffle_buffer, steps_per_epoch, seed, verify_checksums,
@@ -117,7 +119,7 @@ class LatentDataModule(ShardDataModule):
 
     def _load_manifest(self) -> LatentManifest:
         manifest = load_latent_manifest(self.data_dir)
-        where = str(self.data_dir / LATENT_MANIFEST_NAME)
+        where = join_url(self.data_dir, LATENT_MANIFEST_NAME)
         if self.autoencoder is None:
             log.warning("%s: no autoencoder configured, so the latents' autoencoder (sha256 %s) is not checked",
                         where, manifest.autoencoder_sha256)

@@ -31,6 +31,7 @@ from typing import Any
 
 from fitdiff.data.errors import AutoencoderMismatchError, ManifestError
 from fitdiff.data.manifest import MANIFEST_NAME, SPLITS, ShardEntry, check_shard_files
+from fitdiff.data.remote import is_url, join_url, load_json_url
 from fitdiff.io import atomic_write_text, sha256_file
 
 __all__ = [
@@ -184,7 +185,11 @@ class LatentManifest:
 
 
 def load_latent_manifest(directory: str | Path) -> LatentManifest:
-    """Read and structurally check ``directory/latents.json``."""
+    """Read and structurally check ``directory/latents.json`` (``directory`` may be a URL)."""
+    if is_url(directory):
+        url = join_url(directory, LATENT_MANIFEST_NAME)
+        data = load_json_url(url, "point data_dir at a folder made by data_prep/encode_latents.py")
+        return LatentManifest.from_dict(data, where=url)
     directory = Path(directory)
     path = directory / LATENT_MANIFEST_NAME
     if not path.is_file():

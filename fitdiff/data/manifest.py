@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from fitdiff.data.errors import ManifestError
+from fitdiff.data.remote import check_remote_shards, is_url, join_url, load_json_url
 from fitdiff.data.validation import SampleSpec
 from fitdiff.io import atomic_write_text, sha256_file
 
@@ -158,7 +159,8 @@ class Manifest:
         """Check that the listed shards exist with the listed size (and, optionally, sha256).
 
         Args:
-            directory: the folder holding the manifest and the shards.
+            directory: the folder holding the manifest and the shards, or its URL (see
+                :func:`check_shard_files` for what is checked there).
             verify_checksums: also hash every shard (reads all the data).
             splits: only check these splits (default all).
 
@@ -174,9 +176,16 @@ def check_shard_files(
 ) -> None:
     """Check that the ``shards`` listed in ``directory/manifest_name`` exist with their size (and sha256).
 
+    For a URL ``directory`` see :func:`fitdiff.data.remote.check_remote_shards`: existence and size from
+    the storage's metadata (``pipe:``: none), sha256 (and length) by streaming each shard when asked.
+
     Raises:
         ManifestError: naming the first shard that is missing, of the wrong size or checksum.
     """
+    if is_url(directory):
+        check_remote_shards(str(directory), shards, manifest_name, verify_checksums=verify_checksums,
+                            splits=splits)
+        return
     directory = Path(directory)
     wanted = set(SPLITS if splits is None else splits)
     for entry in shards:
@@ -211,7 +220,16 @@ def write_manifest(
 
 
 def load_manifest(directory: str | Path) -> Manifest:
-    """Read and structurally check ``directory/manifest.json`` (use :meth:`Manifest.check` for files)."""
+    """Read and structurally check ``directory/manifest.json`` (use :meth:`Manifest.check` for files).
+
+    ``directory`` may be a URL (:mod:`fitdiff.data.remote`); a missing or unreadable remote manifest
+    raises a one-line :class:`ManifestError` naming its URL.
+    """
+    if is_url(directory):
+        url = join_url(directory, MANIFEST_NAME)
+        data = load_json_url(url, "point data_dir at a folder made by data_prep/build_shards.py or "
+                                  "data_prep/make_synthetic.py (the URL of the folder, not of the manifest)")
+        return Manifest.from_dict(data, where=url)
     path = Path(directory) / MANIFEST_NAME
     if not path.is_file():
         folder = Path(directory)

@@ -5,6 +5,7 @@ also the shard shuffle), ``shuffle`` (sample buffer), ``split_by_worker`` and ``
 Tar members are grouped into samples by :mod:`fitdiff.data.tar_reader` (the WebDataset grouping rules,
 about eight times faster than ``tarfile``-based ``wds.tarfile_samples``). Decoding uses only the safe
 decoders of :mod:`fitdiff.data.codecs`; webdataset's own decoders (which may unpickle) are never used.
+Shards may be URLs (:mod:`fitdiff.data.remote`), streamed without seeking and without retries.
 
 Ranks are split here with a rank and world size fixed when the stream is built (at DataModule setup,
 from the trainer) instead of ``wds.split_by_node``, which would look them up again inside each worker
@@ -13,6 +14,7 @@ process, where the process group may not exist.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -23,8 +25,9 @@ from torch.utils.data import IterableDataset
 
 from fitdiff.data.bad_samples import BadSampleCounter
 from fitdiff.data.errors import SampleError, ShardError
+from fitdiff.data.remote import open_url
 from fitdiff.data.sample import FIELDS, MEMBERS, FaceSample, decode_sample
-from fitdiff.data.tar_reader import iter_tar_samples
+from fitdiff.data.tar_reader import TarFormatError, iter_tar_samples
 from fitdiff.data.validation import SampleSpec, validate_sample
 
 __all__ = ["ShardStream", "read_shard", "split_by_rank"]
@@ -50,16 +53,19 @@ def read_shard(
     """Raw samples (``{"__key__", "__url__", "<member>": bytes}``) of one tar shard, in file order.
 
     Args:
-        path: shard file.
+        path: shard file, or its URL (:mod:`fitdiff.data.remote`: ``s3://``, ``https://``, ``file://``,
+            ``pipe:`` ...), read as a stream front to back; a failed read is not retried.
         fields: only read the members of these face-sample fields (default: every member, unknown ones
             included).
         expected: the manifest's sample count; a complete read that finds another number raises.
         members: only read the members with these suffixes (``"latent.npy"``; instead of ``fields``).
 
     Raises:
-        ShardError: the file is missing, not a tar archive, truncated, or holds ``expected`` != samples
-            found; the message names the shard and the last good sample key (for more samples than
-            ``expected``: the first sample past the count and its members, raised when it is read).
+        ShardError: the file is missing (HTTP 404), not a tar archive, truncated, cut off while streaming
+            (dropped connection, short body, failed ``pipe:`` command), or holds ``expected`` != samples
+            found; the message names the shard (path or URL) and the last good sample key (for more
+            samples than ``expected``: the first sample past the count and its members, raised when it
+            is read).
     """
     if fields is not None and members is not None:
         raise ValueError("pass fields or members, not both")
@@ -68,7 +74,7 @@ def read_shard(
     last_key: str | None = None
     count = 0
     try:
-        with open(path, "rb", buffering=1 << 20) as stream:
+        with open_url(path) as stream:
             for sample in iter_tar_samples(stream, path, select):
                 last_key = sample["__key__"]  # type: ignore[assignment]
                 count += 1
@@ -81,9 +87,9 @@ def read_shard(
                 yield sample
     except (SampleError, ShardError):
         raise
-    except Exception as exc:  # TarFormatError (damaged, truncated, duplicate member), OSError ...
+    except Exception as exc:  # TarFormatError (damaged, truncated, duplicate member), OSError, HTTP errors ...
         where = f"after sample {last_key!r}" if last_key is not None else "before the first sample"
-        reason = exc.args[0] if exc.args else type(exc).__name__
+        reason = _reason(exc)
         raise ShardError(f"shard {path}: cannot read the tar archive {where}: {reason}") from exc
     if expected is not None and count != expected:
         raise ShardError(
@@ -91,11 +97,28 @@ def read_shard(
         )
 
 
+def _reason(exc: BaseException) -> str:
+    """What went wrong, on one line: the tar reader's message, else ``strerror`` or the exception's text."""
+    if isinstance(exc, TarFormatError) and exc.args:
+        return str(exc.args[0])
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = " ".join((str(exc.args[0]) if exc.args and isinstance(exc.args[0], str) else str(exc)).split())
+    if not text:
+        return type(exc).__name__
+    return text if type(exc) is OSError else f"{type(exc).__name__}: {text}"
+
+
 def split_by_rank(items: list, rank: int, world_size: int) -> list:
     """Every ``world_size``-th item starting at ``rank`` (disjoint, and together complete, over ranks)."""
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} out of range for world size {world_size}")
     return items[rank::world_size]
+
+
+def _drop_first(n: int):
+    """A pipeline stage dropping the first ``n`` items."""
+    return lambda source: itertools.islice(source, n, None)
 
 
 def _worker() -> tuple[int, int]:
@@ -166,6 +189,7 @@ class ShardStream(IterableDataset):
         self.validate = validate
         self.bad_samples = BadSampleCounter(on_bad_sample, max_bad_fraction, bad_fraction_min_samples)
         self.epoch = 0
+        self._resume: tuple[tuple[int, ...], int] | None = None  # (samples to drop per worker role, first role)
         split_by_rank([], self.rank, self.world_size)  # range check
 
     def rank_shards(self) -> list[tuple[str, int | None]]:
@@ -178,6 +202,17 @@ class ShardStream(IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         """Set the epoch mixed into the training seeds (the DataModule's loader calls this)."""
         self.epoch = int(epoch)
+
+    def resume_within_pass(self, skips: list[int] | None, first_role: int = 0) -> None:
+        """Start the next training pass mid-way (once; ``None`` cancels): see :mod:`fitdiff.data.position`.
+
+        Args:
+            skips: samples worker role ``r`` already produced in this pass (one entry per worker, one for
+                the main process), dropped again before decoding.
+            first_role: the role of worker 0 (the worker of the next batch); worker ``w`` plays role
+                ``(w + first_role) % num_workers``: its seeds and its skip.
+        """
+        self._resume = None if skips is None else (tuple(int(n) for n in skips), int(first_role))
 
     def _decode(self, source: Iterator[dict]) -> Iterator[FaceSample]:
         counter = self.bad_samples
@@ -207,15 +242,28 @@ class ShardStream(IterableDataset):
         epoch = self.epoch
         self.epoch += 1  # persistent workers keep their own copy: advance it here as well
         shards = self.rank_shards()
+        skips, first_role = self._resume or ((), 0)
+        self._resume = None  # the resumed pass only (persistent workers keep their own copy)
+        role = (worker + first_role) % num_workers
+        skip = skips[role] if role < len(skips) else 0
         if self.train:
-            seed = wds.utils.make_seed(self.seed, epoch, self.rank, worker)
+            seed = wds.utils.make_seed(self.seed, epoch, self.rank, role)
             resampled = wds.ResampledShards([p for p, _ in shards], seed=seed, deterministic=True,
                                             worker_seed=lambda: 0)
             stages: list = [resampled, self._read]
             if self.shuffle_buffer > 1:
                 stages.append(wds.shuffle(self.shuffle_buffer, min(self.shuffle_buffer, 100), seed=seed + 1))
+            # a skipped bad sample yields nothing: then only decoded samples count (dropped after decoding)
+            drop_decoded = self.bad_samples.skipping
+            if skip and not drop_decoded:
+                stages.append(_drop_first(skip))
             stages.append(self._decode)
-            pipeline = wds.DataPipeline(*stages).with_epoch(self.samples_per_worker)
+            if skip and drop_decoded:
+                stages.append(_drop_first(skip))
+            remaining = int(self.samples_per_worker or 0) - skip
+            if remaining <= 0:
+                return iter(())
+            pipeline = wds.DataPipeline(*stages).with_epoch(remaining)
         else:
             sources = [{"url": p} for p, _ in shards]
             pipeline = wds.DataPipeline(lambda: wds.split_by_worker(sources), self._read, self._decode)

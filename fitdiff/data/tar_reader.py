@@ -113,9 +113,12 @@ def iter_tar_members(
     """(name, data) of every regular file in a tar stream, in archive order.
 
     Args:
-        stream: binary file object positioned at the start of the archive.
+        stream: binary file object positioned at the start of the archive. Only ``read`` is needed: a
+            stream without ``seekable()``, or whose ``seekable()`` is False (a network or pipe stream),
+            is read front to back and never asked to ``seek`` or ``tell``. ``read(n)`` must return
+            ``n`` bytes unless the data ends (as buffered files do).
         select: called with each member name; members for which it returns False are skipped unread
-            (``seek`` when the stream supports it).
+            (``seek`` when the stream supports it, else read and dropped).
 
     Raises:
         TarFormatError: bad header checksum, malformed fields, or the archive ends inside a header or a
@@ -124,7 +127,7 @@ def iter_tar_members(
     offset = 0
     long_name: str | None = None
     pax: dict[str, str] = {}
-    seekable = stream.seekable()
+    seekable = bool(getattr(stream, "seekable", lambda: False)())
     if seekable:  # the archive's end, to tell a skipped member that runs past it from a clean end
         start = stream.tell()
         end = stream.seek(0, 2) - start

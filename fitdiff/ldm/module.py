@@ -310,7 +310,10 @@ class LatentDiffusionModule(L.LightningModule):
             self.log(f"train/{key}", value, batch_size=b, prog_bar=key == "loss")
         return total
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """The optimiser step, then the EMA update, before any ``on_train_batch_end`` hook: a checkpoint
+        written there (``LastCheckpoint``, ``ModelCheckpoint``) holds the EMA of the weights it holds."""
+        super().optimizer_step(*args, **kwargs)
         if self.ema is not None:
             self.ema.update(self.denoiser)
 
