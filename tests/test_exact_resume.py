@@ -4,6 +4,7 @@ optimisers, schedules); the data position, ``ckpt_path=last``, unreadable checkp
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import warnings
 from pathlib import Path
@@ -259,7 +260,19 @@ def test_last_checkpoint_keeps_the_one_it_replaces(tmp_path):
 
 # ----------------------------------------------------------------------------------------- W&B run id
 
-def test_wandb_run_id_is_saved_and_the_resumed_logger_continues_that_run(compose_train, tmp_path):
+@pytest.fixture
+def fresh_wandb():
+    """Disabled-mode runs leave wandb's process-wide settings behind: reset them for the next test."""
+    import wandb
+
+    before = dict(os.environ)
+    yield
+    wandb.teardown()
+    os.environ.clear()
+    os.environ.update(before)
+
+
+def test_wandb_run_id_is_saved_and_the_resumed_logger_continues_that_run(compose_train, tmp_path, fresh_wandb):
     cfg = compose_train("smoke", "logger=wandb", "logger.wandb.mode=disabled", "trainer.max_steps=2")
     tasks.train(cfg)
     first = _load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")[RESUME_KEY]["wandb_run_id"]
