@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             test_fraction=args.test_fraction, seed=args.seed, strict=args.strict, spec_overrides=overrides,
             progress=not args.no_progress,
         )
-    except (SampleError, FileNotFoundError, ValueError) as exc:
+    except (SampleError, OSError, ValueError) as exc:  # OSError: unreadable input, a full disk (DiskFullError)
         print(f"error: {exc}", file=sys.stderr)
         return 1
     counts = report.manifest.counts
@@ -79,7 +79,7 @@ def _index(args: argparse.Namespace, overrides: dict) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return 1
-    except (DataError, FileNotFoundError, FileExistsError, ValueError) as exc:
+    except (DataError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     counts = report.manifest.counts

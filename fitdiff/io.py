@@ -4,7 +4,8 @@
 - :func:`atomic_write` (context manager), :class:`AtomicFile`, :func:`atomic_write_bytes`,
   :func:`atomic_write_text`: the data goes to a temporary file in the destination's folder, is flushed
   and fsynced, and is renamed onto the destination only when complete. A failure at any point removes
-  the temporary file and leaves an existing destination untouched.
+  the temporary file and leaves an existing destination untouched. A write that fails because the
+  disk (or quota) is full raises :class:`DiskFullError` naming the destination.
 - :func:`load_state_dict`: tensors of a ``.safetensors`` file or a torch file (read with
   ``weights_only=True``: no arbitrary pickle), unwrapped from common containers; errors name the file.
 
@@ -13,6 +14,7 @@ This module imports nothing from the rest of the package, and torch only when lo
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 from collections.abc import Iterator, Mapping
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
 __all__ = [
     "CHUNK_BYTES",
     "StateDictError",
+    "DiskFullError",
+    "no_space_error",
     "sha256_file",
     "AtomicFile",
     "atomic_write",
@@ -43,6 +47,44 @@ PathLike = str | os.PathLike[str]
 
 class StateDictError(ValueError):
     """A weight file exists but cannot be read as a mapping of names to tensors (the message names it)."""
+
+
+#: ``errno`` values of a write that failed for lack of space
+_NO_SPACE = frozenset(code for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if code is not None)
+
+
+class DiskFullError(OSError):
+    """Writing ``filename`` failed because its disk (or the user's quota) is full; nothing was written.
+
+    ``errno`` is the original ``ENOSPC`` / ``EDQUOT``; the message names the file and what to do.
+    """
+
+    def __init__(self, path: PathLike, code: int = errno.ENOSPC) -> None:
+        super().__init__(code, os.strerror(code), str(path))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.filename, self.errno)
+
+    def __str__(self) -> str:
+        return (f"cannot write {self.filename}: the disk is full ({self.strerror}); the file was not written "
+                f"(a file already there is left as it was): free space on the disk of {Path(self.filename).parent} "
+                f"or write somewhere else, then run again")
+
+
+def no_space_error(exc: BaseException) -> OSError | None:
+    """The out-of-space ``OSError`` (ENOSPC, EDQUOT) behind ``exc`` (itself, its cause or context), or None.
+
+    Writers that wrap I/O errors (``torch.save`` raises ``RuntimeError("unexpected pos ...")``) keep the
+    original error as the context of theirs.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _NO_SPACE:
+            return current
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def sha256_file(path: PathLike, chunk: int = CHUNK_BYTES) -> str:
@@ -129,13 +171,23 @@ class AtomicFile:
         self.done = False
 
     def write(self, data: Any) -> int:
-        """Write ``data`` (bytes or str, per the mode) to the temporary file."""
-        return self.handle.write(data)
+        """Write ``data`` (bytes or str, per the mode) to the temporary file.
+
+        Raises:
+            DiskFullError: the disk is full (the temporary file stays until :meth:`discard`).
+        """
+        try:
+            return self.handle.write(data)
+        except OSError as exc:
+            if exc.errno in _NO_SPACE:
+                raise DiskFullError(self.path, exc.errno) from exc
+            raise
 
     def commit(self) -> Path:
         """Flush, fsync and close the temporary file, then rename it onto the destination; return it.
 
-        On any failure the temporary file is removed and the error propagates.
+        On any failure the temporary file is removed and the error propagates (:class:`DiskFullError` when
+        the buffered data does not fit on the disk).
         """
         if self.done:
             raise ValueError(f"{self.path}: this atomic write has already been committed or discarded")
@@ -144,18 +196,26 @@ class AtomicFile:
             os.fsync(self.handle.fileno())
             self.handle.close()
             os.replace(self.temp_path, self.path)
-        except BaseException:
+        except BaseException as exc:
             self.discard()
+            full = no_space_error(exc)
+            if full is not None and not isinstance(exc, DiskFullError):
+                raise DiskFullError(self.path, full.errno) from exc
             raise
         self.done = True
         _fsync_directory(self.path.parent)
         return self.path
 
     def discard(self) -> None:
-        """Close and delete the temporary file; the destination is left as it was (idempotent)."""
+        """Close and delete the temporary file; the destination is left as it was (idempotent).
+
+        Data still buffered is dropped: closing never fails for a disk that filled up.
+        """
         self.done = True
         try:
             self.handle.close()
+        except OSError:
+            pass  # flushing the buffer failed (a full disk): the file is deleted anyway
         finally:
             self.temp_path.unlink(missing_ok=True)
 
@@ -183,12 +243,19 @@ def atomic_write(
     Args:
         path: destination (parent folders are created).
         mode: ``"wb"`` or ``"w"`` (text, UTF-8 unless ``encoding`` says otherwise).
+
+    Raises:
+        DiskFullError: the disk filled up while writing (also when the writer in the block wrapped the
+            ``ENOSPC`` error in its own, as ``torch.save`` does).
     """
     target = AtomicFile(path, mode, encoding=encoding, newline=newline)
     try:
         yield target.handle
-    except BaseException:
+    except BaseException as exc:
         target.discard()
+        full = no_space_error(exc)
+        if full is not None and not isinstance(exc, DiskFullError):
+            raise DiskFullError(target.path, full.errno) from exc
         raise
     target.commit()
 

@@ -16,6 +16,13 @@ Written into ``--out`` (batch mode: ``--out/<photo stem>/``), all at once when t
 ``render.png`` (the fit over the photo), ``relit_{left,right,top}.png``, ``side_by_side.png`` (photo,
 fit, relit) and ``fit.json`` (preset, checkpoint sha256, seed, per-step losses, identity similarity,
 camera and lights, seconds). Batch mode adds ``summary.csv``.
+
+Photos: a file of more than 40 M pixels is refused before it is decoded (a decompression bomb never
+reaches memory); one whose longest side exceeds 2048 pixels is downscaled to it on load
+(:mod:`fitdiff.face.photo`). ``--landmarks`` files hold pixels of the file's image and are scaled by the
+same factor. Every output that refers to photo pixels (``render.png``, the relit and side-by-side
+images, the camera in ``fit.json``) refers to the photo as fitted: ``fit.json`` records ``photo_size``
+(the file's width and height) and ``fit_size`` (the fitted ones).
 """
 
 from __future__ import annotations
@@ -29,12 +36,15 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from fitdiff.io import atomic_write_text, sha256_file
+
+if TYPE_CHECKING:
+    from fitdiff.face.photo import Photo
 
 __all__ = ["ReconstructionError", "load_photo", "photo_landmarks", "reconstruct_photo", "main"]
 
@@ -47,19 +57,20 @@ class ReconstructionError(RuntimeError):
     """A photo, landmarks file, checkpoint or weights file that cannot be used (the message names it)."""
 
 
-def load_photo(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB of an image file; a clear error for missing, empty or unreadable files."""
-    from PIL import Image
+def load_photo(path: Path) -> Photo:
+    """A photo as RGB (:func:`fitdiff.face.photo.read_photo`): a clear error for missing, empty, unreadable
+    or too large files (refused from the header, before decoding); downscaled to a longest side of
+    :data:`~fitdiff.face.photo.MAX_PHOTO_SIDE` pixels."""
+    from fitdiff.face.photo import PhotoError, read_photo
 
-    if not path.is_file():
-        raise ReconstructionError(f"--image: no file at {path}")
-    if path.stat().st_size == 0:
-        raise ReconstructionError(f"--image {path}: the file is empty (0 bytes)")
     try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except Exception as exc:
-        raise ReconstructionError(f"--image {path}: not a readable image ({exc})") from exc
+        photo = read_photo(path, what="--image")
+    except PhotoError as exc:
+        raise ReconstructionError(str(exc)) from None
+    if photo.downscaled:
+        log.info("%s: %d x %d pixels, fitted at %d x %d (landmark files are scaled alike)", path,
+                 *photo.file_size, *photo.size)
+    return photo
 
 
 def _landmarks_file(path: Path, photo: Path) -> np.ndarray:
@@ -74,12 +85,17 @@ def _landmarks_file(path: Path, photo: Path) -> np.ndarray:
     return points
 
 
-def photo_landmarks(image: np.ndarray, photo: Path, landmarks: Path | None, aligned: bool) -> np.ndarray:
-    """(68 or 5, 2) pixel landmarks of a photo: a file, the ArcFace template (aligned crop) or detection."""
+def photo_landmarks(image: np.ndarray, photo: Path, landmarks: Path | None, aligned: bool, *,
+                    scale: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+    """(68 or 5, 2) pixel landmarks of a photo: a file, the ArcFace template (aligned crop) or detection.
+
+    ``image`` is the photo as loaded; a landmarks file holds pixels of the file's image, multiplied by
+    ``scale`` (:attr:`fitdiff.face.photo.Photo.scale`, for a photo downscaled on load).
+    """
     from fitdiff.face.detection import NoFaceError, landmarks_for
 
     if landmarks is not None:
-        return _landmarks_file(landmarks, photo)
+        return (_landmarks_file(landmarks, photo) * np.asarray(scale, dtype=np.float32)).astype(np.float32)
     if aligned:
         try:
             return landmarks_for(image, aligned=True, source=str(photo)).numpy()
@@ -156,6 +172,7 @@ class _Session:
 
     def __init__(self, ckpt: Path, preset: str, overrides: list[str], recognizer: str | None,
                  recognizer_weights: str | None, device: str, ema: bool) -> None:
+        from fitdiff.config.checkpoint_kind import check_checkpoint_stage
         from fitdiff.face.identity import build_identity_encoder
         from fitdiff.face.scene import FaceScene
         from fitdiff.face.synthetic_recognizer import SyntheticRecognizer  # noqa: F401  (registers it)
@@ -166,6 +183,7 @@ class _Session:
         if not ckpt.is_file():
             raise ReconstructionError(f"--ckpt: no checkpoint at {ckpt} (train one: python train.py "
                                       "experiment=quickstart_ldm, or make quickstart)")
+        check_checkpoint_stage(ckpt, "diffusion", what="--ckpt")
         self.config = load_preset(preset, overrides)
         module = LatentDiffusionModule.load_checkpoint(ckpt, map_location=device)
         shape_model = module.shape_model()
@@ -197,8 +215,9 @@ class _Session:
 def reconstruct_photo(session: _Session, photo_path: Path, out: Path, landmarks: Path | None = None,
                       aligned: bool = False, seed: int = 0) -> dict[str, Any]:
     """Fit one photo and write its outputs into ``out`` (atomically); returns the ``fit.json`` record."""
-    image = load_photo(photo_path)
-    points = photo_landmarks(image, photo_path, landmarks, aligned)
+    loaded = load_photo(photo_path)
+    image = loaded.pixels
+    points = photo_landmarks(image, photo_path, landmarks, aligned, scale=loaded.scale)
     photo = torch.from_numpy(image.copy()).permute(2, 0, 1).float().div(255.0)
     generator = torch.Generator().manual_seed(seed)
     result = session.reconstructor(photo[None], torch.from_numpy(points)[None], generator=[generator])
@@ -206,6 +225,7 @@ def reconstruct_photo(session: _Session, photo_path: Path, out: Path, landmarks:
         _, terms = session.reconstructor.loss(result.face.maps, result.face.shape, result.params, result.target)
     record = {
         "photo": str(photo_path), "landmarks": str(landmarks) if landmarks else ("aligned" if aligned else "detected"),
+        "photo_size": list(loaded.file_size), "fit_size": list(loaded.size),
         "checkpoint": str(session.ckpt), "checkpoint_sha256": session.ckpt_sha256, "seed": seed,
         "preset": session.config.describe(), "recognizer": session.recognizer,
         "identity_similarity": 1.0 - float(terms["identity"][0]) if "identity" in terms else None,

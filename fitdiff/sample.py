@@ -9,6 +9,8 @@
 Without ``--identity`` the samples are unconditional (the learned null embedding). An identity is a
 (512,) ``.npy`` embedding or a photo: the photo's 5 landmarks come from ``--landmarks`` (5 or 68 points,
 image pixels) or from face detection (the retinaface asset); no face found is an error naming the file.
+The photo is loaded as by ``python -m fitdiff.reconstruct`` (:mod:`fitdiff.face.photo`): refused before
+decoding above 40 M pixels, downscaled to a longest side of 2048 (``--landmarks`` scaled alike).
 The photo is embedded by the recognizer the training embeddings came from (the checkpoint records its
 id; its weights file is checked against it).
 
@@ -30,6 +32,7 @@ import numpy as np
 import torch
 
 from fitdiff.callbacks.sample_grid import render_previews
+from fitdiff.config.checkpoint_kind import check_checkpoint_stage
 from fitdiff.export import export_avatar
 from fitdiff.export.grid import avatar_grid, save_png
 from fitdiff.io import atomic_write_text, sha256_file
@@ -73,20 +76,21 @@ def load_identity(path: str | Path, recognizer: str | None = None, weights: str 
         if emb.shape != (512,) or not np.isfinite(emb).all():
             raise ValueError(f"{path}: an identity embedding must be 512 finite floats, got shape {emb.shape}")
         return torch.nn.functional.normalize(torch.from_numpy(emb), dim=0)
-    from PIL import Image
-
     from fitdiff.data.landmarks import five_point_landmarks
-    from fitdiff.face.detection import FaceDetector, landmarks_for
+    from fitdiff.face.detection import FaceDetector, NoFaceError, landmarks_for
     from fitdiff.face.identity import build_identity_encoder
+    from fitdiff.face.photo import read_photo
     from fitdiff.face.synthetic_recognizer import SyntheticRecognizer  # noqa: F401  (registers the encoder)
 
-    try:
-        image = np.asarray(Image.open(path).convert("RGB"))
-    except Exception as exc:
-        raise ValueError(f"--identity {path}: not a readable image ({exc})") from exc
+    photo = read_photo(path, what="--identity")  # PhotoError (a ValueError) names the file
+    image = photo.pixels
     points = None
     if landmarks is not None:
-        points = five_point_landmarks(np.load(landmarks, allow_pickle=False).astype(np.float32))
+        try:
+            points = five_point_landmarks(photo.points_from_file(np.load(landmarks, allow_pickle=False)))
+        except Exception as exc:
+            raise ValueError(f"--landmarks {landmarks} (for {path.name}): expected a .npy of (68, 2) or (5, 2) "
+                             f"pixel coordinates ({exc})") from exc
     detector = None
     if points is None:
         try:
@@ -94,7 +98,11 @@ def load_identity(path: str | Path, recognizer: str | None = None, weights: str 
         except Exception as exc:  # the detector's weights are a named asset: say which photo needed them
             raise RuntimeError(f"--identity {path}: no --landmarks given, and face detection is not available: "
                                f"{exc}") from exc
-    points = landmarks_for(image, points, detector, source=str(path))
+    try:
+        points = landmarks_for(image, points, detector, source=str(path))
+    except NoFaceError as exc:
+        raise RuntimeError(f"--identity: no face found in {path} ({photo.size[0]} x {photo.size[1]} pixels); pass "
+                           "its landmarks with --landmarks (a .npy of 5 or 68 points, image pixels)") from exc
     name = recognizer or (recorded.split("@", 1)[0] if recorded else "arcface_ir_se50")
     kwargs: dict[str, Any] = {}
     if weights is not None:
@@ -115,6 +123,8 @@ def sample_avatars(ckpt: str | Path, out: str | Path, n: int = 16, identity: tor
     from fitdiff.ldm.module import LatentDiffusionModule
 
     out = Path(out)
+    if Path(ckpt).is_file():
+        check_checkpoint_stage(ckpt, "diffusion", what="--ckpt")
     module = LatentDiffusionModule.load_checkpoint(ckpt, map_location=device)
     pipe = module.pipeline(ema=ema)
     sampler = _sampler(module, scheduler, steps, eta)
@@ -167,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.n < 1:
         parser.error("--n must be >= 1")
     try:
+        if Path(args.ckpt).is_file():
+            check_checkpoint_stage(args.ckpt, "diffusion", what="--ckpt")
         identity = None
         if args.identity:
             from fitdiff.ldm.module import LatentDiffusionModule

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from fitdiff.callbacks.checkpoint import AtomicCheckpointIO
 from fitdiff.callbacks.resume import LAST, Resolved, ResumeState, resolve_checkpoint
 from fitdiff.config import ConfigError, validate_config
+from fitdiff.config.checkpoint_kind import check_checkpoint_stage, model_stage
 from fitdiff.config.instantiate import instantiate_callbacks, instantiate_loggers
 from fitdiff.config.launch import process_rank
 from fitdiff.data.errors import ManifestError
@@ -145,8 +146,12 @@ def _check_ckpt(cfg: DictConfig, allow_last: bool = True) -> Resolved | None:
     if value == LAST and not allow_last:
         raise ConfigError("ckpt_path=last resumes training; name the checkpoint file to evaluate")
     node = (cfg.get("callbacks") or {}).get("last_checkpoint") or {}
-    return resolve_checkpoint(value, cfg.paths.output_dir, filename=str(node.get("filename") or "last"),
-                              search_siblings=not _in_multirun())
+    resolved = resolve_checkpoint(value, cfg.paths.output_dir, filename=str(node.get("filename") or "last"),
+                                  search_siblings=not _in_multirun())
+    stage = model_stage((cfg.get("model") or {}).get("_target_"))
+    if resolved is not None and stage is not None:  # a checkpoint of the other stage fails before any work
+        check_checkpoint_stage(resolved.path, stage, what="ckpt_path")
+    return resolved
 
 
 def _validate_if_never_validated(trainer: L.Trainer, model: L.LightningModule, datamodule: Any) -> dict[str, float]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+import errno
 import os
 import subprocess
 import sys
@@ -42,3 +44,43 @@ def run_main(main, *args: str, capsys) -> tuple[int, str]:
     except SystemExit as exc:  # argparse errors
         rc = exc.code if isinstance(exc.code, int) else 1
     return int(rc or 0), capsys.readouterr().err
+
+
+class Disk:
+    """``free`` bytes for every file :mod:`fitdiff.io` opens for writing; a write past them fails (ENOSPC)."""
+
+    def __init__(self, free: int) -> None:
+        self.free = free
+
+    def open(self, file, mode="r", **kwargs):
+        handle = builtins.open(file, mode, **kwargs)
+        return handle if "r" in mode else _DiskFile(handle, self)
+
+
+class _DiskFile:
+    def __init__(self, handle, disk: Disk) -> None:
+        self.handle, self.disk = handle, disk
+
+    def write(self, data) -> int:
+        if len(data) > self.disk.free:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.disk.free -= len(data)
+        return self.handle.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+
+def full_disk(monkeypatch, free: int) -> Disk:
+    """From now on :mod:`fitdiff.io`'s atomic writers (shards, manifests, checkpoints) have ``free`` bytes
+    left on the disk; set the returned ``Disk.free`` to give space back."""
+    import fitdiff.io
+
+    disk = Disk(free)
+    monkeypatch.setattr(fitdiff.io, "open", disk.open, raising=False)
+    return disk
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Unfinished files under ``folder``: atomic writers' ``*.tmp`` and shard writers' ``*.partial``."""
+    return sorted(p.name for p in folder.rglob("*") if p.name.endswith((".tmp", ".partial")))

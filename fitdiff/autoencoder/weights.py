@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from fitdiff.autoencoder.branched import BranchedVQAutoencoder
+from fitdiff.config.checkpoint_kind import check_checkpoint_stage, checkpoint_stage
 from fitdiff.io import atomic_write_bytes, load_state_dict, safetensors_metadata
 
 __all__ = ["build_network", "export_safetensors", "load_autoencoder", "main"]
@@ -82,14 +83,18 @@ def _network_from_hparams(hp: Mapping[str, Any], path: Path) -> BranchedVQAutoen
     return cls(**{k: v for k, v in node.items() if not (k.startswith("_") and k.endswith("_"))})
 
 
-def load_autoencoder(path: str | Path, map_location: str | torch.device = "cpu", freeze: bool = True
-                     ) -> BranchedVQAutoencoder:
+def load_autoencoder(path: str | Path, map_location: str | torch.device = "cpu", freeze: bool = True, *,
+                     what: str = "autoencoder (model.autoencoder / --autoencoder)") -> BranchedVQAutoencoder:
     """The autoencoder in a ``.safetensors`` export or an ``AutoencoderModule`` checkpoint.
 
     Args:
         path: the file.
         map_location: device of the returned network.
         freeze: eval mode and ``requires_grad=False`` (what a later stage wants).
+        what: how errors name the input.
+
+    Raises:
+        CheckpointStageError: ``path`` is a checkpoint of the diffusion stage.
     """
     path = Path(path)
     if not path.is_file():
@@ -104,6 +109,8 @@ def load_autoencoder(path: str | Path, map_location: str | torch.device = "cpu",
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         if "hyper_parameters" not in ckpt or "state_dict" not in ckpt:
             raise ValueError(f"{path} is not a Lightning checkpoint of fitdiff.autoencoder.AutoencoderModule")
+        if checkpoint_stage(ckpt) == "diffusion":
+            check_checkpoint_stage(path, "autoencoder", what=what, checkpoint=ckpt)
         net = _network_from_hparams(ckpt["hyper_parameters"], path)
         prefix = "net."
         net.load_state_dict({k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)})

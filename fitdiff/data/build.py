@@ -12,6 +12,9 @@ Input layout: :mod:`fitdiff.data.folder` (``SRC/<subject>/<image>/<member files>
 Resuming: ``.build_progress.json`` records every finished chunk (its inputs' names, sizes and mtimes,
 the shard's sha256, statistics and rejects). A re-run with the same settings keeps each recorded shard
 whose file still has the recorded sha256 and whose inputs are unchanged, and writes only the rest.
+Before the first shard is rewritten the old ``manifest.json`` is removed, so a run that fails (a full
+disk, a bad sample with ``strict``) never leaves a manifest listing shards that changed or are gone; each
+shard is written under a temporary name, so no half shard is left either.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any
 
 from fitdiff.data.errors import SampleError
 from fitdiff.data.folder import SampleFolder, find_sample_folders, read_folder_members
-from fitdiff.data.manifest import SCHEMA_VERSION, SPLITS, Manifest, ShardEntry, shard_name
+from fitdiff.data.manifest import MANIFEST_NAME, SCHEMA_VERSION, SPLITS, Manifest, ShardEntry, shard_name
 from fitdiff.data.sample import MEMBERS, FaceSample, decode_sample, subject_of
 from fitdiff.data.split import assign_splits
 from fitdiff.data.stats import DatasetStats
@@ -189,6 +192,9 @@ def build_shards(
                 report_kept.append(name)
                 bar.advance(task, len(chunk))
                 continue
+            # a shard is about to change: an earlier manifest would list it as it was (or list it when
+            # it is gone after a failure), so it goes first; the new one is written at the end
+            (out / MANIFEST_NAME).unlink(missing_ok=True)
             chunks_done[name] = _build_chunk(out, split, index, chunk, spec, strict, samples_per_shard,
                                              lambda: bar.advance(task))
             chunks_done[name]["inputs"] = digest

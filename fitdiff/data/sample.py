@@ -165,6 +165,10 @@ def encode_sample(sample: FaceSample) -> dict[str, bytes | str]:
     return out
 
 
+class _BadValues(ValueError):
+    """A member that decoded but holds values no sample may have (reported without "cannot decode")."""
+
+
 def _decode_field(name: str, data: bytes, coerce: bool) -> Any:
     member = MEMBERS[name]
     if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -188,6 +192,8 @@ def _decode_field(name: str, data: bytes, coerce: bool) -> Any:
                 raise ValueError(f"dtype must be {want}, got {array.dtype}")
         if array.ndim != _NPY_NDIM[name]:
             raise ValueError(f"array must have {_NPY_NDIM[name]} dimension(s), got shape {array.shape}")
+        if not np.isfinite(array).all():  # cheap, and a NaN map must never reach a loss (even unvalidated)
+            raise _BadValues(f"{int((~np.isfinite(array)).sum())} non-finite value(s) (NaN or inf)")
         return array
     meta = decode_json(data)
     if not isinstance(meta, dict):
@@ -205,7 +211,8 @@ def decode_sample(
     """Decode shard members (``{"__key__": ..., "image.png": bytes, ...}``) into a :class:`FaceSample`.
 
     Only safe decoders run (PNG via OpenCV, ``.npy`` without pickle, JSON). Checks the container
-    format, dtype and rank of each field; :func:`fitdiff.data.validate_sample` checks the rest.
+    format, dtype, rank and (``.npy``) finiteness of each field; :func:`fitdiff.data.validate_sample`
+    checks the rest.
 
     Args:
         members: the sample's members; extra members are ignored.
@@ -231,6 +238,8 @@ def decode_sample(
             raise SampleError(f"missing (the sample has: {', '.join(have) or 'nothing'})", shard=shard, key=key, field=member)
         try:
             values[name] = _decode_field(name, members[member], coerce)
+        except _BadValues as exc:
+            raise SampleError(str(exc), shard=shard, key=key, field=member) from None
         except Exception as exc:  # decoders raise ValueError, cv2.error, UnicodeError, ...
             raise SampleError(f"cannot decode: {exc}", shard=shard, key=key, field=member) from exc
     return FaceSample(key=key, **values)

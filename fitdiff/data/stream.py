@@ -63,9 +63,9 @@ def read_shard(
     Raises:
         ShardError: the file is missing (HTTP 404), not a tar archive, truncated, cut off while streaming
             (dropped connection, short body, failed ``pipe:`` command), or holds ``expected`` != samples
-            found; the message names the shard (path or URL) and the last good sample key (for more
-            samples than ``expected``: the first sample past the count and its members, raised when it
-            is read).
+            found; the message names the shard (path or URL), the last good sample key and the last
+            member read after it (for more samples than ``expected``: the first sample past the count
+            and its members, raised when it is read).
     """
     if fields is not None and members is not None:
         raise ValueError("pass fields or members, not both")
@@ -73,9 +73,10 @@ def read_shard(
     select = None if suffixes is None else _SelectMembers(suffixes)
     last_key: str | None = None
     count = 0
+    progress: dict[str, str] = {}
     try:
         with open_url(path) as stream:
-            for sample in iter_tar_samples(stream, path, select):
+            for sample in iter_tar_samples(stream, path, select, progress=progress):
                 last_key = sample["__key__"]  # type: ignore[assignment]
                 count += 1
                 if expected is not None and count > expected:
@@ -88,13 +89,23 @@ def read_shard(
     except (SampleError, ShardError):
         raise
     except Exception as exc:  # TarFormatError (damaged, truncated, duplicate member), OSError, HTTP errors ...
-        where = f"after sample {last_key!r}" if last_key is not None else "before the first sample"
+        where = _where(last_key, progress)
         reason = _reason(exc)
         raise ShardError(f"shard {path}: cannot read the tar archive {where}: {reason}") from exc
     if expected is not None and count != expected:
         raise ShardError(
             f"shard {path}: holds {count} samples but the manifest lists {expected} (truncated or replaced?)"
         )
+
+
+def _where(last_key: str | None, progress: dict[str, str]) -> str:
+    """Where a read stopped: after the last complete sample, and after which member of the next one."""
+    pending, member = progress.get("key"), progress.get("member")
+    if pending is None or pending == last_key or member is None:
+        return f"after sample {last_key!r}" if last_key is not None else "before the first sample"
+    if last_key is None:
+        return f"in sample {pending!r} after its member {member!r} (no complete sample before it)"
+    return f"after sample {last_key!r} (in sample {pending!r}, after its member {member!r})"
 
 
 def _reason(exc: BaseException) -> str:

@@ -199,15 +199,22 @@ def split_member_name(name: str) -> tuple[str, str]:
 
 
 def iter_tar_samples(
-    stream: BinaryIO, url: str, select: Callable[[str], bool] | None = None
+    stream: BinaryIO, url: str, select: Callable[[str], bool] | None = None, *,
+    progress: dict[str, str] | None = None,
 ) -> Iterator[dict[str, bytes | str]]:
     """WebDataset samples ``{"__key__": key, "__url__": url, "<ext>": bytes, ...}`` of a tar stream.
+
+    Args:
+        progress: when given, kept up to date with the ``"member"`` last read and its sample's ``"key"``
+            (that sample is yielded only once the next one starts): where a failed read stopped.
 
     Raises:
         TarFormatError: see :func:`iter_tar_members`; also a member name repeated within one sample.
     """
     current: dict[str, bytes | str] | None = None
     for name, data in iter_tar_members(stream, select):
+        if progress is not None:
+            progress["member"] = name
         key, ext = split_member_name(name)
         if not ext or name.rsplit("/", 1)[-1].startswith("."):
             continue  # not a sample member (no extension, or a hidden file)
@@ -215,6 +222,8 @@ def iter_tar_samples(
             if current is not None:
                 yield current
             current = {"__key__": key, "__url__": url}
+            if progress is not None:
+                progress["key"] = key
         if ext in current:
             raise TarFormatError(f"member {name!r} appears twice in sample {key!r}")
         current[ext] = data

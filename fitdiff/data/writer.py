@@ -195,10 +195,13 @@ class ShardWriter:
         return self.shards
 
     def abort(self) -> None:
-        """Drop the unfinished shard (its ``.partial`` file); finished shards stay."""
+        """Drop the unfinished shard (its ``.partial`` file); finished shards stay. Never raises for the
+        dropped shard (closing it may fail again, e.g. on a full disk: the file is deleted anyway)."""
         if self._tar is not None and self._file is not None and self._current is not None:
             try:
                 self._tar.close()
+            except Exception as exc:  # the tar's end blocks did not fit: the file goes anyway
+                log.debug("closing the dropped shard %s failed: %s", self._current.name, exc)
             finally:
                 self._file.discard()
         self._tar = self._file = self._current = None
@@ -228,7 +231,8 @@ class DatasetWriter:
         validate: run :func:`validate_sample` on each sample.
 
     The manifest is written on :meth:`close` (a clean exit from the ``with`` block); on an exception the
-    open shards are dropped and no manifest is written.
+    open shards are dropped and no manifest is written (an old one, with ``overwrite``, is removed once
+    any of its shards was replaced).
     """
 
     def __init__(
@@ -259,9 +263,15 @@ class DatasetWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.close()
-        else:
-            for writer in self.writers.values():
-                writer.abort()
+            return
+        for writer in self.writers.values():
+            writer.abort()
+        replaced = [info.name for writer in self.writers.values() for info in writer.shards]
+        if self._old is not None and replaced:
+            # the old manifest no longer describes the folder: a reader must not trust it
+            (self.out_dir / MANIFEST_NAME).unlink(missing_ok=True)
+            log.warning("%s: writing the new dataset failed after %d shard(s) were replaced; removed the old %s",
+                        self.out_dir, len(replaced), MANIFEST_NAME)
 
     def write(self, split: str, sample: FaceSample) -> str:
         """Write ``sample`` into ``split``; return the shard name. Keys must be unique across splits."""

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from fitdiff.config.checkpoint_kind import check_checkpoint_stage, checkpoint_stage
 from fitdiff.config.errors import ConfigError
 from fitdiff.io import sha256_file
 
@@ -52,6 +53,8 @@ def _read(path: Path) -> dict[str, Any]:
         raise ConfigError(f"checkpoint {path} cannot be read as a Lightning checkpoint: {exc}") from exc
     hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
     if not isinstance(hp, dict) or "layout" not in hp or "net" not in hp:
+        if checkpoint_stage(ckpt) == "autoencoder":  # say which stage it is and what to pass instead
+            check_checkpoint_stage(path, "diffusion", what="ckpts", checkpoint=ckpt)
         raise ConfigError(
             f"{path} is not a diffusion (LatentDiffusionModule) checkpoint: no layout / net hyperparameters"
         )
