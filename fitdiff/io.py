@@ -344,6 +344,19 @@ def load_state_dict(
     return out
 
 
+def load_checkpoint_file(path: PathLike) -> Any:
+    """``torch.load`` of a checkpoint with ``weights_only=True``, memory-mapped (tensor data is read lazily);
+    files in torch's legacy (non-zip) format, which cannot be mapped, are read whole."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as exc:
+        if "mmap" not in str(exc):
+            raise
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def safetensors_metadata(path: PathLike, *, what: str) -> dict[str, str]:
     """The string metadata in a ``.safetensors`` header (empty when it has none).
 

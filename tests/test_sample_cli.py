@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import run_main, run_script
+from helpers import run_main
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 

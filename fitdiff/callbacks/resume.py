@@ -33,6 +33,7 @@ import torch
 
 from fitdiff.callbacks.checkpoint import previous_checkpoint
 from fitdiff.config.errors import ConfigError
+from fitdiff.io import load_checkpoint_file
 
 __all__ = ["LAST", "RESUME_KEY", "Resolved", "ResumeState", "read_checkpoint", "resolve_checkpoint",
            "wandb_run_id"]
@@ -122,12 +123,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """
     path = Path(path)
     try:
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as exc:
-            if "mmap" not in str(exc):
-                raise
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # the legacy format
+        checkpoint = load_checkpoint_file(path)
     except Exception as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         size = path.stat().st_size if path.is_file() else 0

@@ -93,15 +93,9 @@ def _file_stage(path: Path) -> tuple[str | None, str]:
         fmt = safetensors_metadata(path, what="weight file").get("format")
         found = "autoencoder" if str(fmt).startswith(_AUTOENCODER_EXPORT_FORMAT) else None
         return found, f"a .safetensors file (format {fmt!r})"
-    import torch
+    from fitdiff.io import load_checkpoint_file
 
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError as exc:
-        if "mmap" not in str(exc):
-            raise
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # the legacy format
-    return checkpoint_stage(checkpoint), "a file without either stage's hyperparameters"
+    return checkpoint_stage(load_checkpoint_file(path)), "a file without either stage's hyperparameters"
 
 
 def check_checkpoint_stage(path: str | Path, expected: str, *, what: str, checkpoint: Any = None) -> None:
