@@ -34,7 +34,7 @@ $(PY):
 	$(PYTHON3) -m venv $(VENV)
 
 $(STAMP): $(PY) setup.cfg pyproject.toml
-	$(PY) -m pip install $(PIP_FLAGS) -e '.[dev]'
+	$(PY) -m pip install $(PIP_FLAGS) -e '.[dev,demo]'
 	touch $(STAMP)
 
 clean:

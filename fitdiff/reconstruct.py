@@ -35,6 +35,7 @@ import logging
 import shutil
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +47,8 @@ from fitdiff.io import atomic_write_text, sha256_file
 if TYPE_CHECKING:
     from fitdiff.face.photo import Photo
 
-__all__ = ["ReconstructionError", "load_photo", "photo_landmarks", "reconstruct_photo", "main"]
+__all__ = ["PhotoFit", "ReconstructionError", "ReconstructionSession", "fit_photo", "load_photo", "photo_landmarks",
+           "reconstruct_photo", "write_outputs", "main"]
 
 log = logging.getLogger("fitdiff.reconstruct")
 
@@ -86,11 +88,13 @@ def _landmarks_file(path: Path, photo: Path) -> np.ndarray:
 
 
 def photo_landmarks(image: np.ndarray, photo: Path, landmarks: Path | None, aligned: bool, *,
-                    scale: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+                    scale: tuple[float, float] = (1.0, 1.0), detector_weights: str | Path | None = None
+                    ) -> np.ndarray:
     """(68 or 5, 2) pixel landmarks of a photo: a file, the ArcFace template (aligned crop) or detection.
 
     ``image`` is the photo as loaded; a landmarks file holds pixels of the file's image, multiplied by
-    ``scale`` (:attr:`fitdiff.face.photo.Photo.scale`, for a photo downscaled on load).
+    ``scale`` (:attr:`fitdiff.face.photo.Photo.scale`, for a photo downscaled on load). Detection uses
+    :func:`fitdiff.face.detectors.face_detector` of ``detector_weights`` (default: the RetinaFace asset).
     """
     from fitdiff.face.detection import NoFaceError, landmarks_for
 
@@ -101,10 +105,10 @@ def photo_landmarks(image: np.ndarray, photo: Path, landmarks: Path | None, alig
             return landmarks_for(image, aligned=True, source=str(photo)).numpy()
         except ValueError as exc:
             raise ReconstructionError(str(exc)) from exc
-    from fitdiff.face.detection import FaceDetector
+    from fitdiff.face.detectors import face_detector
 
     try:
-        detector = FaceDetector()
+        detector = face_detector(detector_weights)
     except Exception as exc:  # the detector's weights are a named asset
         raise ReconstructionError(f"{photo}: no --landmarks and no --aligned given, and face detection is not "
                                   f"available: {exc}") from exc
@@ -167,11 +171,19 @@ def _publish(tmp: Path, out: Path) -> None:
         tmp.rename(out)
 
 
-class _Session:
-    """Checkpoint, scene, recognizer and reconstructor, loaded once for every photo of a run."""
+class ReconstructionSession:
+    """Checkpoint, scene, recognizer and reconstructor, loaded once for every photo of a run.
+
+    Args:
+        ckpt: diffusion checkpoint; preset / overrides: the fitting preset and Hydra overrides of it.
+        recognizer / recognizer_weights: identity encoder (default: the one the checkpoint records).
+        device: torch device; ema: use the EMA weights.
+        detector_weights: face detector for photos without landmarks (:func:`fitdiff.face.detectors.face_detector`).
+    """
 
     def __init__(self, ckpt: Path, preset: str, overrides: list[str], recognizer: str | None,
-                 recognizer_weights: str | None, device: str, ema: bool) -> None:
+                 recognizer_weights: str | None, device: str, ema: bool,
+                 detector_weights: str | Path | None = None) -> None:
         from fitdiff.config.checkpoint_kind import check_checkpoint_stage
         from fitdiff.face.identity import build_identity_encoder
         from fitdiff.face.scene import FaceScene
@@ -210,14 +222,36 @@ class _Session:
         self.ckpt, self.ckpt_sha256 = ckpt, sha256_file(ckpt)
         self.recognizer = recorded or name
         self.device = device
+        self.detector_weights = detector_weights
+        self.module = module
+
+    def with_preset(self, preset: str, overrides: list[str] | None = None) -> ReconstructionSession:
+        """The same checkpoint, scene and recognizer with another preset (nothing is loaded again)."""
+        from fitdiff.fitting import Reconstructor, load_preset
+
+        other = object.__new__(ReconstructionSession)
+        other.__dict__.update(self.__dict__)
+        other.config = load_preset(preset, overrides or [])
+        other.reconstructor = Reconstructor(self.pipeline, self.scene, self.reconstructor.recognizer, other.config)
+        return other
 
 
-def reconstruct_photo(session: _Session, photo_path: Path, out: Path, landmarks: Path | None = None,
-                      aligned: bool = False, seed: int = 0) -> dict[str, Any]:
-    """Fit one photo and write its outputs into ``out`` (atomically); returns the ``fit.json`` record."""
+@dataclass
+class PhotoFit:
+    """One fitted photo: the fit, the photo (3, H, W) in [0, 1] as fitted, and its ``fit.json`` record."""
+
+    result: Any
+    photo: torch.Tensor
+    record: dict[str, Any]
+
+
+def fit_photo(session: ReconstructionSession, photo_path: Path, landmarks: Path | None = None,
+              aligned: bool = False, seed: int = 0) -> PhotoFit:
+    """Load and fit one photo (nothing is written)."""
     loaded = load_photo(photo_path)
     image = loaded.pixels
-    points = photo_landmarks(image, photo_path, landmarks, aligned, scale=loaded.scale)
+    points = photo_landmarks(image, photo_path, landmarks, aligned, scale=loaded.scale,
+                             detector_weights=session.detector_weights)
     photo = torch.from_numpy(image.copy()).permute(2, 0, 1).float().div(255.0)
     generator = torch.Generator().manual_seed(seed)
     result = session.reconstructor(photo[None], torch.from_numpy(points)[None], generator=[generator])
@@ -233,15 +267,27 @@ def reconstruct_photo(session: _Session, photo_path: Path, out: Path, landmarks:
         "seconds": result.seconds, "steps": result.history,
         "shape": result.face.shape[0].tolist(), **result.params.describe()[0],
     }
+    return PhotoFit(result, photo, record)
+
+
+def write_outputs(session: ReconstructionSession, fit: PhotoFit, out: Path) -> None:
+    """Every output file of a fit into ``out``, all at once (a temporary folder renamed when complete)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        _write_outputs(tmp, result, session.scene, photo, record)
+        _write_outputs(tmp, fit.result, session.scene, fit.photo, fit.record)
         _publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return record
+
+
+def reconstruct_photo(session: ReconstructionSession, photo_path: Path, out: Path, landmarks: Path | None = None,
+                      aligned: bool = False, seed: int = 0) -> dict[str, Any]:
+    """Fit one photo and write its outputs into ``out`` (atomically); returns the ``fit.json`` record."""
+    fit = fit_photo(session, photo_path, landmarks, aligned, seed)
+    write_outputs(session, fit, out)
+    return fit.record
 
 
 def _photos(image: Path) -> list[Path]:
@@ -277,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a preset value, e.g. --set guidance.scale=0.2 (repeatable)")
     parser.add_argument("--recognizer", help="identity encoder name (default: the one the checkpoint records)")
     parser.add_argument("--recognizer-weights", help="its weights file (checked against the recorded sha256)")
+    parser.add_argument("--detector-weights", help="face detector for photos without landmarks: RetinaFace weights "
+                        "or DATASET/detector.safetensors (default: the retinaface_resnet50 asset)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--raw", action="store_true", help="use the raw instead of the EMA weights")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -290,8 +338,8 @@ def main(argv: list[str] | None = None) -> int:
         if batch and args.landmarks and not Path(args.landmarks).is_dir():
             raise ReconstructionError(f"--landmarks {args.landmarks}: with a folder of photos, give a folder of "
                                       "<photo stem>.npy files")
-        session = _Session(Path(args.ckpt), args.preset, args.set, args.recognizer, args.recognizer_weights,
-                           args.device, not args.raw)
+        session = ReconstructionSession(Path(args.ckpt), args.preset, args.set, args.recognizer,
+                                        args.recognizer_weights, args.device, not args.raw, args.detector_weights)
         from rich.progress import track
 
         rows = []

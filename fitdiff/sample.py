@@ -66,8 +66,10 @@ def _check_recognizer(recorded: str | None, weights: Path) -> None:
 
 
 def load_identity(path: str | Path, recognizer: str | None = None, weights: str | Path | None = None,
-                  landmarks: str | Path | None = None, recorded: str | None = None) -> torch.Tensor:
-    """(512,) unit-norm identity embedding from a ``.npy`` embedding or a photo (see the module docstring)."""
+                  landmarks: str | Path | None = None, recorded: str | None = None,
+                  detector_weights: str | Path | None = None) -> torch.Tensor:
+    """(512,) unit-norm identity embedding from a ``.npy`` embedding or a photo (see the module docstring);
+    a photo without ``landmarks`` goes to :func:`fitdiff.face.detectors.face_detector` of ``detector_weights``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--identity: no file at {path}")
@@ -77,7 +79,8 @@ def load_identity(path: str | Path, recognizer: str | None = None, weights: str 
             raise ValueError(f"{path}: an identity embedding must be 512 finite floats, got shape {emb.shape}")
         return torch.nn.functional.normalize(torch.from_numpy(emb), dim=0)
     from fitdiff.data.landmarks import five_point_landmarks
-    from fitdiff.face.detection import FaceDetector, NoFaceError, landmarks_for
+    from fitdiff.face.detection import NoFaceError, landmarks_for
+    from fitdiff.face.detectors import face_detector
     from fitdiff.face.identity import build_identity_encoder
     from fitdiff.face.photo import read_photo
     from fitdiff.face.synthetic_recognizer import SyntheticRecognizer  # noqa: F401  (registers the encoder)
@@ -94,7 +97,7 @@ def load_identity(path: str | Path, recognizer: str | None = None, weights: str 
     detector = None
     if points is None:
         try:
-            detector = FaceDetector()
+            detector = face_detector(detector_weights)
         except Exception as exc:  # the detector's weights are a named asset: say which photo needed them
             raise RuntimeError(f"--identity {path}: no --landmarks given, and face detection is not available: "
                                f"{exc}") from exc
@@ -164,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--landmarks", help="the photo's landmarks (.npy, 5 or 68 points, pixels)")
     parser.add_argument("--recognizer", help="identity encoder name (default: the one the checkpoint records)")
     parser.add_argument("--recognizer-weights", help="its weights file (checked against the recorded sha256)")
+    parser.add_argument("--detector-weights", help="face detector for a photo without --landmarks: RetinaFace "
+                        "weights or DATASET/detector.safetensors (default: the retinaface_resnet50 asset)")
     parser.add_argument("--guidance-scale", type=float, help="CFG scale s (1 = conditional; default: the model's)")
     parser.add_argument("--scheduler", choices=SCHEDULERS, help="sampler (default: the checkpoint's configured one)")
     parser.add_argument("--steps", type=int, help="sampling steps")
@@ -187,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             if Path(args.identity).suffix != ".npy":
                 recorded = LatentDiffusionModule.load_checkpoint(args.ckpt).hparams.get("recognizer")
             identity = load_identity(args.identity, args.recognizer, args.recognizer_weights, args.landmarks,
-                                     recorded)
+                                     recorded, args.detector_weights)
         record = sample_avatars(args.ckpt, args.out, n=args.n, identity=identity,
                                 guidance_scale=args.guidance_scale, scheduler=args.scheduler, steps=args.steps,
                                 eta=args.eta, seed=args.seed, ema=not args.raw, device=args.device,

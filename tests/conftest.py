@@ -105,3 +105,41 @@ def tiny_ldm_checkpoint(latent_dataset, tmp_path_factory):
     finally:
         torch.set_num_threads(threads)
     return run / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic(tmp_path_factory):
+    """A small embedded-style synthetic dataset (20 subjects x 3 photos of 64 px, 16 px maps)."""
+    from fitdiff.synthetic import SyntheticConfig, generate_dataset
+    from fitdiff.synthetic.recognizer_training import RecognizerTrainingConfig
+
+    out = tmp_path_factory.mktemp("tiny_synthetic") / "data"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        generate_dataset(SyntheticConfig(
+            out=out, subjects=20, images_per_subject=3, uv_res=16, image_res=64, seed=0, workers=1, n_vertices=2000,
+            n_components=10, recognizer_images=2, recognizer_shared_images=0, samples_per_shard=16, threads=1,
+            progress=False, training=RecognizerTrainingConfig(epochs=2, batch_size=8)))
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_detector(tiny_synthetic):
+    """``detector.safetensors`` trained on ``tiny_synthetic``'s training photos (by the real command)."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "data_prep" / "train_detector.py"
+    spec = importlib.util.spec_from_file_location("train_detector", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    threads = torch.get_num_threads()
+    try:
+        assert module.main(["--data", str(tiny_synthetic), "--epochs", "30", "--batch-size", "8",
+                            "--threads", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return tiny_synthetic / "detector.safetensors"

@@ -213,7 +213,7 @@ def test_large_photo_is_downscaled_with_its_landmarks(large_photos, decodes, tmp
     assert peak < 3 * photo.pixels.nbytes < 6000 * 4000 * 3
     assert max(w for w, _ in decodes) == (3000 if suffix == "jpg" else 6000)
 
-    session = SimpleNamespace(reconstructor=_FitSpy())
+    session = SimpleNamespace(reconstructor=_FitSpy(), detector_weights=None)
     with pytest.raises(_Reached):
         reconstruct.reconstruct_photo(session, path, tmp_path / "out", landmarks=large_photos.landmarks)
     photos, landmarks = session.reconstructor.photos, session.reconstructor.landmarks
@@ -224,7 +224,7 @@ def test_large_photo_is_downscaled_with_its_landmarks(large_photos, decodes, tmp
     assert float(photos[0, :, y, x].min()) > 0.95  # the scaled nose tip lies on the bright square
     assert not (tmp_path / "out").exists()
 
-    small = SimpleNamespace(reconstructor=_FitSpy())  # the same next step for a small photo
+    small = SimpleNamespace(reconstructor=_FitSpy(), detector_weights=None)  # the same next step for a small photo
     with pytest.raises(_Reached):
         reconstruct.reconstruct_photo(small, large_photos.small, tmp_path / "small", landmarks=large_photos.small_landmarks)
     assert tuple(small.reconstructor.photos.shape) == (1, 3, 400, 600)

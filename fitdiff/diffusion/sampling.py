@@ -155,6 +155,9 @@ class Sampler:
             schedulers whose ``step`` takes no ``eta``.
         progress: show a progress bar over the steps.
 
+    Attribute ``on_step`` (default None) may hold a callable ``on_step(done, total)`` called after every
+    reverse step (a progress display; an exception raised in it stops sampling, e.g. on cancellation).
+
     Raises:
         ValueError / TypeError: on construction, for a scheduler that is not a VP diffusers scheduler,
             a step count out of range, or ``eta`` given to a scheduler that does not use it.
@@ -191,6 +194,7 @@ class Sampler:
         self.num_inference_steps = num_inference_steps
         self.eta = float(eta)
         self.progress = progress
+        self.on_step: Callable[[int, int], None] | None = None
 
     def __repr__(self) -> str:
         return (f"Sampler({type(self.scheduler).__name__}, num_inference_steps={self.num_inference_steps}, "
@@ -325,5 +329,7 @@ class Sampler:
                 x = x_prev
                 if trajectory is not None:
                     trajectory.append(x)
+            if self.on_step is not None:
+                self.on_step(index + 1, len(timesteps))
         return SampleResult(x0=x, pred_x0=pred_x0, timesteps=timesteps, trajectory=trajectory,
                             pred_x0_trajectory=pred_trajectory)

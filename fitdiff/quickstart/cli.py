@@ -81,3 +81,5 @@ def _print_locations(out: Path) -> None:
         width = max(len(what) for what, _ in found)
         log.info("results:\n%s", "\n".join(f"  {what:<{width}}  {path}" for what, path in found))
     log.info("outputs in %s; full tables (40 photos): make tables", out)
+    if (out / "ldm" / "checkpoints" / "last.ckpt").exists():
+        log.info("try it in the browser: python -m fitdiff.demo  (needs the demo extra: pip install -e '.[demo]')")

@@ -1,0 +1,5 @@
+import sys
+
+from fitdiff.demo.cli import main
+
+sys.exit(main())
