@@ -18,7 +18,7 @@ from fitdiff.callbacks import IdentitySimilarityCallback, ReflectanceErrorCallba
 from fitdiff.callbacks.validation_fits import BenchResult, clear_fit_cache
 from fitdiff.config.errors import ConfigError
 from fitdiff.metrics.reflectance import map_metric_names
-from helpers import run_script
+from helpers import REPO_ROOT, run_script
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -224,6 +224,8 @@ def test_the_documented_commands_compose(compose_train):
 @pytest.mark.slow
 @pytest.mark.timeout(420)
 def test_two_ranks_log_every_bench_metric_once_per_validation(bench, tmp_path):
+    """A 2-rank diffusion training with both benchmark callbacks: each metric once per validation, and the
+    ranks end with identical denoiser and EMA weights (saved by tests/ddp_probe.py on every rank)."""
     from fitdiff.ldm.encode import encode_latents
 
     threads = torch.get_num_threads()
@@ -233,7 +235,7 @@ def test_two_ranks_log_every_bench_metric_once_per_validation(bench, tmp_path):
                        progress=False, batch_size=8)
     finally:
         torch.set_num_threads(threads)
-    run = tmp_path / "run"
+    run, ranks = tmp_path / "run", tmp_path / "ranks"
     steps = "['sampler.num_inference_steps=2','polish.steps=0']"
     result = run_script(
         "train.py", "experiment=quickstart_ldm", "trainer=ddp_cpu", "trainer.devices=2", "logger=csv",
@@ -245,7 +247,9 @@ def test_two_ranks_log_every_bench_metric_once_per_validation(bench, tmp_path):
         *(f"callbacks.{c}.{k}" for c in ("identity_similarity", "reflectance_error")
           for k in ("n_photos=2", f"preset_overrides={steps}")),
         "callbacks.model_checkpoint.monitor=bench/identity_eval/guided", "callbacks.model_checkpoint.mode=max",
-        timeout=360,
+        "model.p_uncond=0.5", "+callbacks.rank_state._target_=ddp_probe.SaveRankState",
+        f"+callbacks.rank_state.out_dir={ranks}",
+        timeout=360, env={"PYTHONPATH": str(REPO_ROOT / "tests")},
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
@@ -255,3 +259,11 @@ def test_two_ranks_log_every_bench_metric_once_per_validation(bench, tmp_path):
         values = [float(r[key]) for r in rows if r.get(key)]
         assert len(values) == 2 and all(math.isfinite(v) for v in values), (key, values)
     assert list((run / "checkpoints").glob("step*.ckpt"))  # monitored on the broadcast metric
+    first = torch.load(ranks / "rank0.pt", weights_only=True)
+    second = torch.load(ranks / "rank1.pt", weights_only=True)
+    different = [k for k in first if not torch.equal(first[k], second[k])]
+    assert not different, different
+    assert any(k.startswith("ema.average.module.") for k in first)
+    assert int(first["ema.average.n_averaged"]) == 4
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert state["global_step"] == 4

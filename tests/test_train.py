@@ -9,7 +9,6 @@ import torch
 from omegaconf import OmegaConf
 
 from fitdiff import tasks
-from helpers import run_script
 
 
 def _train(compose_train, *overrides):
@@ -85,27 +84,3 @@ def test_default_wandb_logger_runs_offline_without_key(compose_train):
     tasks.train(cfg)
     runs = list((Path(cfg.paths.output_dir) / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))
-
-
-@pytest.mark.slow
-def test_command_line_run_and_multirun(tmp_path):
-    result = run_script(
-        "train.py", "-m", "experiment=smoke", "logger=csv", "seed=1,2", f"hydra.sweep.dir={tmp_path}"
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    for job in ("0", "1"):
-        saved = OmegaConf.load(tmp_path / job / tasks.RESOLVED_CONFIG)
-        assert saved.seed == int(job) + 1
-        assert (tmp_path / job / "checkpoints" / "last.ckpt").is_file()
-
-
-@pytest.mark.slow
-def test_ddp_on_two_cpu_processes(tmp_path):
-    result = run_script(
-        "train.py", "experiment=smoke", "trainer=ddp_cpu", "logger=csv", f"hydra.run.dir={tmp_path}",
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert state["global_step"] == 16
-    assert "MEMBER: 2/2" in result.stdout + result.stderr  # both ranks joined the process group
