@@ -7,13 +7,20 @@ STAMP := $(VENV)/.fitdiff-installed
 PYTEST_ARGS ?=
 PIP_FLAGS ?= --progress-bar off --disable-pip-version-check
 
-.PHONY: quickstart tables test test-fast lint format install clean clean-venv
+.PHONY: quickstart tables demo test test-fast lint format install clean clean-venv
 
 quickstart: $(STAMP)  ## run the whole pipeline end to end on the embedded synthetic dataset
 	$(PY) -m fitdiff.quickstart
 
 tables: $(STAMP)  ## the full result tables (40 held-out photos) of the quickstart's checkpoints + report
 	$(PY) -m fitdiff.quickstart tables
+
+demo: $(STAMP) data/synthetic/detector.safetensors  ## the browser demo on the quickstart's checkpoint (run make quickstart first)
+	$(PY) -m fitdiff.demo
+
+data/synthetic/detector.safetensors: | $(STAMP)
+	@test -f data/synthetic/manifest.json || { echo "error: no embedded dataset in data/synthetic: run make quickstart first"; exit 2; }
+	$(PY) data_prep/train_detector.py --data data/synthetic
 
 test: $(STAMP)  ## the full test suite (slow end-to-end tests included); exit 1 if nothing was collected
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
