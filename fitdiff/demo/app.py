@@ -9,8 +9,7 @@ the running one at its next sampler step. Nothing is fetched from the network: t
 system's fonts and analytics are off (:func:`launch`).
 """
 
-from __future__ import annotations
-
+# no `from __future__ import annotations`: Gradio reads the handlers' annotations (gr.Request, gr.Progress)
 import logging
 import os
 from typing import Any
