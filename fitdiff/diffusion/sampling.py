@@ -14,6 +14,11 @@ x_{t'} = scheduler.step(...) is re-noised back to t, x_t = √(ᾱ_t/ᾱ_{t'})·
 z drawn from the run's generator, and the step is taken again. Multistep schedulers (DPM-Solver++) keep a
 history of model outputs that a repeated step would corrupt, so recurrence needs DDIM or DDPM.
 
+Imposing values on the sample (RePaint-style inpainting, reflectance completion): a hook with an
+``after_step(x_prev, index, alpha_bar_prev, generator) -> x_prev`` method sees every sample the scheduler
+produces (after each run of a repeated step too) with ᾱ of its timestep, and returns the sample to go on
+with, e.g. with a known region replaced by its forward-noised value.
+
 The scheduler's ``prediction_type`` is set from the argument of :meth:`Sampler.sample` on a deep copy
 (the model's objective decides it, the sampler presets do not repeat it); the configured scheduler is
 never modified, so a :class:`Sampler` can be reused and shared. Everything runs under ``torch.no_grad()``
@@ -94,8 +99,9 @@ class StepState:
 
 
 class StepHook(Protocol):
-    """``hook(state) -> replacement output or None``; optional attribute ``needs_grad: bool`` and method
-    ``repeats(index, num_steps) -> int`` (recurrence, see the module docstring)."""
+    """``hook(state) -> replacement output or None``; optional attribute ``needs_grad: bool`` and methods
+    ``repeats(index, num_steps) -> int`` (recurrence) and ``after_step(x_prev, index, alpha_bar_prev,
+    generator) -> x_prev`` (see the module docstring)."""
 
     def __call__(self, state: StepState) -> torch.Tensor | None: ...
 
@@ -125,6 +131,14 @@ def _accepts(method: Callable[..., Any], name: str) -> bool:
         return name in inspect.signature(method).parameters
     except (TypeError, ValueError):
         return False
+
+
+def alpha_bar_after(scheduler: SchedulerMixin, timesteps: Sequence[int], index: int, table: torch.Tensor) -> float:
+    """ᾱ of the sample that step ``index`` produces (any scheduler): the single-step schedulers' own
+    previous timestep, otherwise the next timestep visited, and 1 after the last."""
+    if isinstance(scheduler, (DDIMScheduler, DDPMScheduler)):
+        return previous_alpha_bar(scheduler, timesteps[index], table)
+    return float(table[timesteps[index + 1]]) if index + 1 < len(timesteps) else 1.0
 
 
 def previous_alpha_bar(scheduler: SchedulerMixin, t: int, table: torch.Tensor) -> float:
@@ -287,6 +301,7 @@ class Sampler:
         bar = tqdm(scheduler.timesteps, desc=f"sampling ({type(scheduler).__name__})", disable=not self.progress,
                    leave=False, dynamic_ncols=True)
         repeats = getattr(hook, "repeats", None)
+        after_step = getattr(hook, "after_step", None)
         for index, t in enumerate(bar):
             t_int = timesteps[index]
             t_batch = torch.full((x.shape[0],), t_int, device=device, dtype=torch.long)
@@ -318,6 +333,9 @@ class Sampler:
                 with torch.no_grad():
                     output = output.detach()
                     x_prev = scheduler.step(output, t, x, **step_kwargs).prev_sample.to(dtype)
+                    if callable(after_step):
+                        x_prev = after_step(x_prev, index, alpha_bar_after(scheduler, timesteps, index, table),
+                                            generator)
                     if run < runs - 1:  # recurrence: back to t with fresh noise (module docstring)
                         ratio = float(table[t_int]) / alpha_prev
                         noise = randn_tensor(tuple(x.shape), generator=generator, device=device, dtype=dtype)
