@@ -58,14 +58,21 @@ def test_a_multirun_is_collected_into_the_ablation_table(tmp_path):
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     assert sorted(p.parent.parent.name for p in sweep.glob("*/checkpoints/last.ckpt")) == ["0", "1"]
+    # the collection in this process (evaluate.py's own entry point has its tests): composed as evaluate.py does
+    from fitdiff.config.compose import compose_experiment
+    from fitdiff.tasks import evaluate
+
     steps = "['sampler.num_inference_steps=2','polish.steps=0']"
-    result = run_script(
-        "evaluate.py", "table=ablation", f"table.runs={sweep}", f"paths.data_dir={tmp_path}", "table.n_photos=2",
-        "table.lpips=false", "table.progress=false", "table.guidance_scales=[1]", "report=false",
-        f"table.preset_overrides={{unguided:{steps},guided_eps:{steps}}}", f"hydra.run.dir={tmp_path / 'eval'}",
-        "extras.print_config=false", timeout=300,
-    )
-    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        evaluate(compose_experiment(None, tmp_path / "eval", [
+            "table=ablation", f"table.runs={sweep}", f"paths.data_dir={tmp_path}", "table.n_photos=2",
+            "table.lpips=false", "table.progress=false", "table.guidance_scales=[1]", "report=false",
+            f"table.preset_overrides={{unguided:{steps},guided_eps:{steps}}}", "extras.print_config=false",
+            "logger=none"], config_name="evaluate"))
+    finally:
+        torch.set_num_threads(threads)
     rows = list(csv.DictReader(open(tmp_path / "eval" / "ablation.csv")))
     assert [r["method"] for r in rows] == ["spade / unguided / s=1", "spade / guided / s=1",
                                            "none / unguided / s=1", "none / guided / s=1"]
