@@ -36,6 +36,7 @@ def test_warp_moves_landmarks_with_the_image():
         assert (peak - moved[0, k]).norm() < 1.0
 
 
+@pytest.mark.slow
 def test_backgrounds_are_the_photos_without_their_faces(tiny_synthetic):
     """Rebuilt from meta with the same sensor noise, a background equals its photo outside the face."""
     faces = load_faces(tiny_synthetic, ["train"])
@@ -49,6 +50,7 @@ def test_backgrounds_are_the_photos_without_their_faces(tiny_synthetic):
     assert not bool(same[torch.arange(len(faces)), centre[:, 1], centre[:, 0]].any())
 
 
+@pytest.mark.slow
 def test_trained_detector_finds_faces_and_rejects_backgrounds(tiny_detector, tiny_synthetic):
     """The command's detector on held-out photos of the small dataset (its record holds the same check)."""
     detector = SyntheticFaceDetector(tiny_detector)
