@@ -170,8 +170,7 @@ class CompletionTable:
         masks = self._masks(layout)
         rows = []
         bar = tqdm(total=len(masks) * len(faces), desc=f"{self.name} table", disable=not self.progress, dynamic_ncols=True)
-        ae_rmse = []
-        for kind, share, known_np in masks:
+        for kind, _share, known_np in masks:
             known_one = torch.from_numpy(known_np)
             region_one = (~known_one) & face
             accs = {m: RowAccumulator() for m in ("completion", "mean fill", "OpenCV inpainting")}
@@ -195,7 +194,6 @@ class CompletionTable:
                                                 faces.shape[idx].to(self.device))).maps["diffuse"].cpu()
                 ae = (((recon - gt["diffuse"]) ** 2 * kept).sum((1, 2, 3)) / (kept.sum((1, 2, 3)) * 3)).sqrt().double()
                 scores["ae_known_rmse"] = ae
-                ae_rmse.append(ae)
                 accs["completion"].add(scores)
                 filled = {n: torch.where(known[:, None], gt[n], mean[n].cpu().expand(b, -1, -1, -1)) for n in gt}
                 accs["mean fill"].add(_region_scores(filled, gt, region, lpips_fn))
