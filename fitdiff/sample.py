@@ -17,6 +17,15 @@ id; its weights file is checked against it).
 Written into ``--out``: per sample ``sample_XX.obj`` + ``.mtl`` + ``_diffuse/_specular/_normals.png`` and
 ``sample_XX.glb`` (binary glTF, PBR), ``grid.png`` (maps and preview renders, a row per sample) and
 ``samples.json`` (checkpoint sha256, sampler, steps, guidance scale, seed, identity source).
+
+Dataset augmentation: ``--render-dataset OUT --views K`` instead renders each of the ``--n`` avatars
+under K random cameras and lights into a new face-shard dataset in ``OUT`` (the project's schema, with a
+manifest; identity embeddings recomputed by the checkpoint's recognizer, ``--recognizer-weights``), for
+``build_shards``-style training (:mod:`fitdiff.augment.render_dataset`). The avatars are unconditional,
+or one per row of ``--identities EMB.npy`` ((N, 512) embeddings)::
+
+    python -m fitdiff.sample --ckpt CKPT --n 200 --render-dataset data/augmented --views 2 \
+        --recognizer-weights data/synthetic/recognizer.safetensors
 """
 
 from __future__ import annotations
@@ -176,11 +185,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--raw", action="store_true", help="use the raw instead of the EMA weights")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--out", help="output folder (not with --render-dataset)")
+    parser.add_argument("--render-dataset", metavar="OUT", help="render the avatars into a new face-shard dataset")
+    parser.add_argument("--views", type=int, default=2, help="photos per avatar with --render-dataset")
+    parser.add_argument("--image-res", type=int, default=128, help="photo side with --render-dataset, pixels")
+    parser.add_argument("--identities", help="(N, 512) .npy: one avatar per embedding (--render-dataset)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.n < 1:
         parser.error("--n must be >= 1")
+    if args.render_dataset:
+        try:
+            report = _render_dataset(args)
+        except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"{report.subjects} avatars x {report.views} views -> {report.out} ({report.counts})")
+        return 0
+    if not args.out:
+        parser.error("give --out (or --render-dataset OUT)")
     try:
         if Path(args.ckpt).is_file():
             check_checkpoint_stage(args.ckpt, "diffusion", what="--ckpt")
@@ -202,6 +225,50 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"{record['n']} avatars in {args.out} (grid.png, samples.json)")
     return 0
+
+
+def _render_dataset(args: argparse.Namespace) -> Any:
+    from fitdiff.augment import render_dataset
+    from fitdiff.face.identity import build_identity_encoder
+    from fitdiff.face.synthetic_recognizer import SyntheticRecognizer  # noqa: F401  (registers the encoder)
+    from fitdiff.ldm.module import LatentDiffusionModule
+
+    identities = None
+    if args.identities:
+        if not Path(args.identities).is_file():
+            raise FileNotFoundError(f"--identities: no file at {args.identities}")
+        values = np.load(args.identities, allow_pickle=False).astype(np.float32)
+        if values.ndim != 2 or values.shape[1] != 512 or not np.isfinite(values).all():
+            raise ValueError(f"--identities {args.identities}: expected (N, 512) finite embeddings, got {values.shape}")
+        identities = torch.nn.functional.normalize(torch.from_numpy(values), dim=1)
+        args.n = len(identities)
+    if Path(args.ckpt).is_file():
+        check_checkpoint_stage(args.ckpt, "diffusion", what="--ckpt")
+    module = LatentDiffusionModule.load_checkpoint(args.ckpt, map_location=args.device)
+    shape_model = module.shape_model()
+    if shape_model is None:
+        raise ValueError(f"{args.ckpt}: the checkpoint names no shape model; avatars cannot be rendered")
+    recorded = module.hparams.get("recognizer")
+    name = args.recognizer or (recorded.split("@", 1)[0] if recorded else "arcface_ir_se50")
+    kwargs: dict[str, Any] = {}
+    if args.recognizer_weights:
+        _check_recognizer(recorded, Path(args.recognizer_weights))
+        kwargs["weights"] = args.recognizer_weights
+    try:
+        encoder = build_identity_encoder(name, **kwargs).freeze()
+    except KeyError as exc:
+        raise ValueError(f"{exc.args[0]} (the checkpoint records {recorded!r}; pass --recognizer)") from None
+    # the id of the encoder actually used, in the dataset's form (name@sha256:<weights>)
+    recognizer_id = f"{name}@sha256:{sha256_file(args.recognizer_weights)}" if args.recognizer_weights else name
+    scale = float(module.hparams.guidance_scale if args.guidance_scale is None else args.guidance_scale)
+    from rich.progress import Progress
+
+    with Progress() as bar:
+        task = bar.add_task("rendering avatars", total=args.n)
+        return render_dataset(module.pipeline(ema=not args.raw), shape_model, encoder, recognizer_id,
+                              args.render_dataset, args.n, args.views, identities=identities, guidance_scale=scale,
+                              sampler=_sampler(module, args.scheduler, args.steps, args.eta), image_size=args.image_res,
+                              seed=args.seed, progress=lambda done, total: bar.update(task, completed=done))
 
 
 if __name__ == "__main__":

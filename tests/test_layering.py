@@ -19,7 +19,7 @@ LAYERS: dict[str, int] = {
     "data": 1, "render": 1, "metrics": 1,
     "face": 2, "synthetic": 2,
     "autoencoder": 3, "diffusion": 3, "ldm": 3,
-    "fitting": 4, "completion": 4, "callbacks": 4, "evaluation": 4, "export": 4, "smoke": 4,
+    "fitting": 4, "completion": 4, "augment": 4, "callbacks": 4, "evaluation": 4, "export": 4, "smoke": 4,
     "tasks": 5, "quickstart": 5, "sample": 5, "reconstruct": 5, "complete": 5, "report": 5, "demo": 5,
 }
 SOURCES = sorted(PACKAGE.rglob("*.py"))
