@@ -4,6 +4,7 @@
     python -m fitdiff.complete --ckpt CKPT --maps data/synthetic:syn00021_000 --mask mask.png \
         --identity stored --out done/                       # a dataset sample, its own identity embedding
     python -m fitdiff.complete --ckpt CKPT --maps partial/ --mask mask.png --identity emb.npy --resample 3 --out done/
+    python -m fitdiff.complete --ckpt CKPT --from-fit recon/ --out done/      # a photo's own visible half, completed
 
 ``--maps`` is a folder of UV maps (any subset of ``*diffuse*.png``, ``*specular*.png``,
 ``*normals*.png``, as ``python -m fitdiff.reconstruct`` and ``fitdiff.sample`` write them: colour maps
@@ -13,6 +14,12 @@ of the K coefficients) fixes the shape; otherwise it is sampled. ``--identity`` 
 ``.npy`` embedding, a photo (as ``fitdiff.sample --identity``) or ``stored`` (a dataset sample's own);
 none samples unconditionally. How the mask reaches the latent grid and how seams are blended:
 :mod:`fitdiff.completion.inpaint`.
+
+``--from-fit RECON_DIR`` takes the output folder of ``python -m fitdiff.reconstruct``: its photo is
+unwrapped onto the UV map with the fitted camera, shape and lights (:func:`fitdiff.fitting.unwrap.unwrap_photo`,
+visibility from the rasteriser, de-lit to diffuse albedo), and the texels the photo does not show are
+completed, conditioned on the photo's identity embedding (the fit's recognizer) and the fitted shape;
+``--maps`` and ``--mask`` are then not given (``unwrapped_diffuse.png`` and ``mask.png`` are written too).
 
 Written into ``--out``: ``completed_{diffuse,specular,normals}.png``, the avatar (``completed.obj`` +
 ``.mtl``, ``completed.glb``) when the checkpoint names a shape model, ``comparison.png`` (per map: the
@@ -110,11 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fitdiff.complete", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", required=True, help="diffusion checkpoint (.ckpt)")
-    parser.add_argument("--maps", required=True, help="folder of partial UV maps, or DATASET:KEY")
-    parser.add_argument("--mask", required=True, help="validity mask image (white = known)")
+    parser.add_argument("--maps", help="folder of partial UV maps, or DATASET:KEY")
+    parser.add_argument("--mask", help="validity mask image (white = known)")
+    parser.add_argument("--from-fit", help="a python -m fitdiff.reconstruct output folder: complete its photo's unwrap")
     parser.add_argument("--identity", help="identity: emb.npy, a photo, or 'stored' (a dataset sample's own)")
     parser.add_argument("--landmarks", help="landmarks of an --identity photo (.npy)")
-    parser.add_argument("--recognizer-weights", help="recognizer weights for an --identity photo")
+    parser.add_argument("--recognizer", help="identity encoder name (default: the one the checkpoint records)")
+    parser.add_argument("--recognizer-weights", help="recognizer weights for an --identity photo or --from-fit")
     parser.add_argument("--shape", help="known shape coefficients (.npy of K floats); default: sampled")
     parser.add_argument("--guidance-scale", type=float, default=1.0, help="CFG scale with an identity")
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps")
@@ -125,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", required=True, help="output folder")
     args = parser.parse_args(argv)
+    if bool(args.from_fit) == bool(args.maps or args.mask):
+        parser.error("give either --maps and --mask, or --from-fit")
+    if not args.from_fit and not (args.maps and args.mask):
+        parser.error("--maps needs --mask (and --mask needs --maps)")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         record = _run(args)
@@ -148,15 +161,19 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     if not ckpt.is_file():
         raise CompletionError(f"--ckpt: no checkpoint at {ckpt} (train one: make quickstart)")
     check_checkpoint_stage(ckpt, "diffusion", what="--ckpt")
-    known, extra = load_partial_maps(args.maps)
-    res = next(iter(known.values())).shape[-1]
-    uv = torch.from_numpy(read_mask(args.mask, res))[None]
     module = LatentDiffusionModule.load_checkpoint(ckpt, map_location=args.device)
     pipe = module.pipeline(ema=True)
     expected = pipe.decode(torch.zeros(1, *pipe.latent_shape, device=args.device)).maps["diffuse"].shape[-1]
-    if res != expected:
-        raise CompletionError(f"--maps {args.maps}: {res} x {res} maps; the checkpoint's are {expected} x {expected}")
     identity = None
+    if args.from_fit:
+        known, uv, extra = _from_fit(Path(args.from_fit), module, expected, args)
+        identity = extra.get("identity")
+    else:
+        known, extra = load_partial_maps(args.maps)
+        res = next(iter(known.values())).shape[-1]
+        if res != expected:
+            raise CompletionError(f"--maps {args.maps}: {res} x {res} maps; the checkpoint's are {expected} x {expected}")
+        uv = torch.from_numpy(read_mask(args.mask, res))[None]
     if args.identity == "stored":
         if "identity" not in extra:
             raise CompletionError("--identity stored needs --maps DATASET:KEY (a sample with its embedding)")
@@ -164,9 +181,9 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     elif args.identity:
         from fitdiff.sample import load_identity
 
-        identity = load_identity(args.identity, None, args.recognizer_weights, args.landmarks,
+        identity = load_identity(args.identity, args.recognizer, args.recognizer_weights, args.landmarks,
                                  module.hparams.get("recognizer"))
-    shape = None
+    shape = extra.get("fitted_shape")
     if args.shape:
         values = np.load(args.shape, allow_pickle=False).astype(np.float32).reshape(-1)
         if values.shape != (pipe.layout.shape_dim,) or not np.isfinite(values).all():
@@ -193,16 +210,66 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             array = (array + 1) / 2 if name == "normals" else linear_to_srgb(array)
             (out / f"completed_{name}.png").write_bytes(encode_png(array))
     save_png(out / "comparison.png", _comparison(known, uv, done.maps))
+    if args.from_fit:
+        save_png(out / "mask.png", uv.float().expand(3, -1, -1))
+        save_png(out / "unwrapped_diffuse.png", (known["diffuse"][0].clamp(0, 1) ** (1 / 2.2)) * uv.float())
     record = {
-        "checkpoint": str(ckpt), "checkpoint_sha256": sha256_file(ckpt), "maps": args.maps,
-        "maps_given": sorted(known), "mask": str(args.mask), "hidden_share": float(1 - uv.float().mean()),
-        "known_latent_cells": done.known_cells, "identity": args.identity or "unconditional",
+        "checkpoint": str(ckpt), "checkpoint_sha256": sha256_file(ckpt), "maps": args.maps or "unwrapped photo",
+        "from_fit": args.from_fit, "maps_given": sorted(known), "mask": str(args.mask or out / "mask.png"), "hidden_share": float(1 - uv.float().mean()),
+        "known_latent_cells": done.known_cells,
+        "identity": args.identity or ("the photo's" if identity is not None else "unconditional"),
         "guidance_scale": args.guidance_scale, "shape_given": shape is not None, "sampler": sampler.describe(),
         "resample": args.resample, "blend": args.blend, "erode": args.erode, "seed": args.seed,
         "shape": done.shape[0].tolist(),
     }
     atomic_write_text(out / "completion.json", json.dumps(record, indent=2) + "\n")
     return record
+
+
+def _from_fit(folder: Path, module: Any, resolution: int, args: argparse.Namespace
+              ) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, Any]]:
+    """The de-lit unwrap of a reconstruction's photo, its validity mask, and the fitted shape and the
+    photo's identity embedding."""
+    from fitdiff.face.photo import PhotoError, read_photo
+    from fitdiff.face.scene import FaceScene, camera_from_meta
+    from fitdiff.fitting.unwrap import unwrap_photo
+
+    record_path = folder / "fit.json"
+    if not record_path.is_file():
+        raise CompletionError(f"--from-fit {folder}: no fit.json (a python -m fitdiff.reconstruct output folder)")
+    fit = json.loads(record_path.read_text())
+    try:
+        photo = read_photo(fit["photo"], what="the fit's photo")
+    except (PhotoError, KeyError) as exc:
+        raise CompletionError(f"--from-fit {folder}: the photo it fitted cannot be read ({exc})") from None
+    shape_model = module.shape_model()
+    if shape_model is None:
+        raise CompletionError(f"{args.ckpt}: the checkpoint names no shape model")
+    camera, lights = camera_from_meta(fit)
+    image = torch.from_numpy(photo.pixels.copy()).permute(2, 0, 1).float().div(255.0)[None]
+    if tuple(image.shape[-2:]) != tuple(camera.image_size):
+        raise CompletionError(f"--from-fit {folder}: the photo is {tuple(image.shape[-2:])}, the fit's camera "
+                              f"{tuple(camera.image_size)}")
+    shape = torch.tensor(fit["shape"], dtype=torch.float32)[None]
+    scene = FaceScene(shape_model.cpu(), normal_space="tangent")
+    unwrapped = unwrap_photo(scene, shape, camera, image, resolution, lights=lights)
+    extra: dict[str, Any] = {"fitted_shape": shape}
+    if not args.identity:  # the photo's own embedding, by the recognizer the checkpoint was conditioned on
+        from fitdiff.data.landmarks import five_point_landmarks
+        from fitdiff.face.identity import build_identity_encoder
+        from fitdiff.face.synthetic_recognizer import SyntheticRecognizer  # noqa: F401  (registers it)
+
+        recorded = module.hparams.get("recognizer") or ""
+        name = args.recognizer or recorded.split("@", 1)[0] or "arcface_ir_se50"
+        kwargs = {"weights": args.recognizer_weights} if args.recognizer_weights else {}
+        try:
+            encoder = build_identity_encoder(name, **kwargs).freeze()
+        except KeyError as exc:
+            raise CompletionError(f"{exc.args[0]} (the checkpoint records {recorded!r}; pass --recognizer)") from None
+        points = camera.project(shape_model.cpu()(shape)[:, shape_model.landmarks_5])[0]
+        with torch.no_grad():
+            extra["identity"] = encoder(image, torch.from_numpy(five_point_landmarks(points.numpy())))[0]
+    return {"diffuse": unwrapped.texture.clamp(0, 1)}, unwrapped.valid, extra
 
 
 if __name__ == "__main__":

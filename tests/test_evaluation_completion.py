@@ -66,3 +66,24 @@ def test_the_table_has_every_mask_and_baseline_and_the_numbers_of_its_parts(tiny
     assert float(rows[0]["diffuse_psnr_mean"]) == pytest.approx(float(torch.cat(values).mean()), rel=1e-9)
     assert float(rows[0]["known_rmse_mean"]) <= float(rows[0]["ae_known_rmse_mean"]) + 0.05
     assert np.isfinite(float(rows[2]["normals_angle_deg_mean"]))
+
+
+@pytest.mark.slow
+def test_photo_visibility_masks_are_what_each_photo_shows(tiny_synthetic):
+    """The ``photo`` mask kind: unwrapping each sample's photo with its own camera (meta.json) and shape."""
+    from fitdiff.completion import hidden_share
+    from fitdiff.evaluation.completion import CompletionTable
+    from fitdiff.evaluation.faces import load_faces
+    from fitdiff.synthetic.dataset_model import dataset_shape_model
+    from fitdiff.synthetic.uv_layout import uv_layout
+
+    faces = load_faces(tiny_synthetic, ["test"]).first_per_subject()
+    model = dataset_shape_model(tiny_synthetic)
+    table = CompletionTable(["unused.ckpt"], str(tiny_synthetic), kinds=["photo"], device="cpu", batch_size=4)
+    known = table._photo_masks(faces, model, 16)
+    covered = uv_layout(model, 16).covered
+    assert known.shape == (len(faces), 16, 16) and not bool((known & ~torch.from_numpy(covered)).any())
+    shares = [hidden_share(k.numpy(), covered) for k in known]
+    assert all(0.1 < s < 0.9 for s in shares), shares
+    labels = [label for label, _ in table._masks(uv_layout(model, 16), known)]
+    assert labels == [f"photo visibility {round(100 * float(np.mean(shares)))}%"]

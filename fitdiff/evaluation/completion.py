@@ -2,8 +2,10 @@
 
 ``python evaluate.py table=completion ckpts=[CKPT]`` (``experiments/table/completion.yaml``) takes the
 ground-truth maps of held-out subjects (one sample per subject), hides a share of the face region with
-each mask kind (:mod:`fitdiff.completion.masks`: ``left_half``, ``blobs``; 30, 50 and 70 % by default)
-in all three maps at once, and fills the hidden texels with
+each mask kind (:mod:`fitdiff.completion.masks`: ``left_half``, ``blobs``; 30, 50 and 70 % by default;
+``photo``: what the sample's own photo does not show, by :func:`fitdiff.fitting.unwrap.unwrap_photo` with
+the photo's camera from its ``meta.json``, one share per photo) in all three maps at once, and fills the
+hidden texels with
 
 - ``completion``: :func:`fitdiff.completion.complete_maps`, conditioned on the sample's identity
   embedding (``identity: stored``) or unconditional (``identity: none``);
@@ -108,11 +110,12 @@ class CompletionTable:
         from fitdiff.completion import MASK_KINDS
         from fitdiff.config.errors import ConfigError
 
+        known_kinds = (*MASK_KINDS, "photo")  # photo: the sample's own visibility, made here
         if len(list(ckpts or [])) != 1:
             raise ConfigError(f"table=completion takes one checkpoint: ckpts=[CKPT] (got {len(list(ckpts or []))})")
-        unknown = sorted(set(kinds) - set(MASK_KINDS))
+        unknown = sorted(set(kinds) - set(known_kinds))
         if unknown:
-            raise ConfigError(f"table.kinds: unknown mask kind(s) {unknown}; kinds are {', '.join(MASK_KINDS)}")
+            raise ConfigError(f"table.kinds: unknown mask kind(s) {unknown}; kinds are {', '.join(known_kinds)}")
         if identity not in ("stored", "none"):
             raise ConfigError(f"table.identity must be 'stored' or 'none', got {identity!r}")
         self.ckpt, self.data_dir = str(list(ckpts)[0]), str(data_dir)
@@ -123,22 +126,40 @@ class CompletionTable:
         self.lpips, self.name, self.progress = bool(lpips), name, bool(progress)
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
 
-    def _masks(self, layout: Any) -> list[tuple[str, float, np.ndarray]]:
-        from fitdiff.completion import blob_mask, left_half_mask
+    def _masks(self, layout: Any, photo_known: torch.Tensor | None) -> list[tuple[str, torch.Tensor]]:
+        """(row label, (N or 1, R, R) known mask) of every mask kind and share."""
+        from fitdiff.completion import blob_mask, hidden_share, left_half_mask
 
         face = layout.covered
         out = []
         for kind in self.kinds:
+            if kind == "photo":
+                hidden = float(np.mean([hidden_share(k.numpy(), face) for k in photo_known]))
+                out.append((f"photo visibility {round(100 * hidden)}%", photo_known))
+                continue
             for share in self.shares:
                 known = left_half_mask(layout.x, face, share) if kind == "left_half" else blob_mask(face, share, self.seed)
-                out.append((kind, share, known))
+                out.append((f"{kind} {round(100 * hidden_share(known, face))}%", torch.from_numpy(known)[None]))
         return out
+
+    def _photo_masks(self, faces: Any, model: Any, res: int) -> torch.Tensor:
+        """(N, R, R) texels each sample's photo shows (its camera from meta.json, ground-truth shape)."""
+        from fitdiff.face.scene import FaceScene, camera_from_meta
+        from fitdiff.fitting.unwrap import unwrap_photo
+
+        scene = FaceScene(model, normal_space="tangent")
+        masks = []
+        for start in range(0, len(faces), self.batch_size):
+            idx = list(range(start, min(start + self.batch_size, len(faces))))
+            camera, _ = camera_from_meta([faces.meta[i] for i in idx])
+            masks.append(unwrap_photo(scene, faces.shape[idx], camera, faces.image[idx].float(), res).valid)
+        return torch.cat(masks)
 
     @torch.no_grad()
     def run(self, out_dir: str | Path) -> ReconstructionResult:
         from tqdm.auto import tqdm
 
-        from fitdiff.completion import complete_maps, hidden_share
+        from fitdiff.completion import complete_maps
         from fitdiff.diffusion import Sampler, ddim_scheduler
         from fitdiff.evaluation.faces import load_faces
         from fitdiff.io import sha256_file
@@ -148,7 +169,7 @@ class CompletionTable:
         out_dir = Path(out_dir)
         module = LatentDiffusionModule.load_checkpoint(self.ckpt, map_location=self.device)
         pipe = module.pipeline(ema=True)
-        faces = load_faces(self.data_dir, self.splits, with_photos=False).first_per_subject()
+        faces = load_faces(self.data_dir, self.splits, with_photos="photo" in self.kinds).first_per_subject()
         faces = faces.subset(range(min(self.n_subjects, len(faces))))
         res = faces.diffuse.shape[-1]
         model = module.shape_model()
@@ -167,18 +188,17 @@ class CompletionTable:
             lpips_state = getattr(net, "backbone_state", None) or "VGG-16 (random backbone unless the lpips_vgg16 asset is present)"
         truth = {n: getattr(faces, n).float() for n in ("diffuse", "specular", "normals")}
         mean = pipe.decode(torch.zeros(1, *pipe.latent_shape, device=self.device)).maps
-        masks = self._masks(layout)
+        photo_known = self._photo_masks(faces, model.cpu(), res) if "photo" in self.kinds else None
+        masks = self._masks(layout, photo_known)
         rows = []
         bar = tqdm(total=len(masks) * len(faces), desc=f"{self.name} table", disable=not self.progress, dynamic_ncols=True)
-        for kind, _share, known_np in masks:
-            known_one = torch.from_numpy(known_np)
-            region_one = (~known_one) & face
+        for label, known_all in masks:
             accs = {m: RowAccumulator() for m in ("completion", "mean fill", "OpenCV inpainting")}
             for start in range(0, len(faces), self.batch_size):
                 idx = list(range(start, min(start + self.batch_size, len(faces))))
                 b = len(idx)
-                known = known_one[None].expand(b, -1, -1)
-                region = region_one[None].expand(b, -1, -1)
+                known = known_all[idx] if known_all.shape[0] > 1 else known_all.expand(b, -1, -1)
+                region = (~known) & face[None]
                 gt = {n: v[idx] for n, v in truth.items()}
                 identity = faces.identity[idx].to(self.device) if self.identity == "stored" else None
                 generator = torch.Generator().manual_seed(self.seed + start)
@@ -199,7 +219,6 @@ class CompletionTable:
                 accs["mean fill"].add(_region_scores(filled, gt, region, lpips_fn))
                 accs["OpenCV inpainting"].add(_region_scores(opencv_inpaint(gt, known), gt, region, lpips_fn))
                 bar.update(b)
-            label = f"{kind} {round(100 * hidden_share(known_np, layout.covered))}%"
             rows += [acc.row(f"{label} / {method}", count="n_subjects") for method, acc in accs.items()]
         bar.close()
         table = ResultTable(rows, [c for c in COLUMNS if self.lpips or c.key != "diffuse_lpips"], counts=["n_subjects"])
@@ -212,7 +231,8 @@ class CompletionTable:
             f"LPIPS: {lpips_state}" if self.lpips else "LPIPS: off",
             "baselines: mean fill = the mean face's reflectance (decoded zero latent); OpenCV inpainting = "
             "cv2.inpaint Telea, radius 3, on 8-bit maps",
-            "photo visibility masks (a photo unwrapped with its fitted camera) are not part of this table yet",
+            "photo visibility: the texels the sample's own photo shows (fitdiff/fitting/unwrap.py with the photo's "
+            "camera from meta.json and the ground-truth shape) are known, the rest hidden",
         ]
         csv_path, md_path, markdown = table.write(out_dir, self.name, title=self.title, header=header)
         log.info("wrote %s, %s", csv_path, md_path)
