@@ -256,14 +256,11 @@ def _from_fit(folder: Path, module: Any, resolution: int, args: argparse.Namespa
     extra: dict[str, Any] = {"fitted_shape": shape}
     if not args.identity:  # the photo's own embedding, by the recognizer the checkpoint was conditioned on
         from fitdiff.data.landmarks import five_point_landmarks
-        from fitdiff.face.identity import build_identity_encoder
-        from fitdiff.face.synthetic_recognizer import SyntheticRecognizer  # noqa: F401  (registers it)
+        from fitdiff.sample import checkpoint_recognizer
 
-        recorded = module.hparams.get("recognizer") or ""
-        name = args.recognizer or recorded.split("@", 1)[0] or "arcface_ir_se50"
-        kwargs = {"weights": args.recognizer_weights} if args.recognizer_weights else {}
+        recorded = module.hparams.get("recognizer")
         try:
-            encoder = build_identity_encoder(name, **kwargs).freeze()
+            encoder, _ = checkpoint_recognizer(recorded, args.recognizer, args.recognizer_weights)
         except KeyError as exc:
             raise CompletionError(f"{exc.args[0]} (the checkpoint records {recorded!r}; pass --recognizer)") from None
         points = camera.project(shape_model.cpu()(shape)[:, shape_model.landmarks_5])[0]

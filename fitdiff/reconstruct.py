@@ -223,7 +223,6 @@ class ReconstructionSession:
         self.recognizer = recorded or name
         self.device = device
         self.detector_weights = detector_weights
-        self.module = module
 
     def with_preset(self, preset: str, overrides: list[str] | None = None) -> ReconstructionSession:
         """The same checkpoint, scene and recognizer with another preset (nothing is loaded again)."""

@@ -46,7 +46,7 @@ from fitdiff.export import export_avatar
 from fitdiff.export.grid import avatar_grid, save_png
 from fitdiff.io import atomic_write_text, sha256_file
 
-__all__ = ["load_identity", "main", "sample_avatars"]
+__all__ = ["checkpoint_recognizer", "load_identity", "main", "sample_avatars"]
 
 log = logging.getLogger("fitdiff.sample")
 
@@ -74,6 +74,25 @@ def _check_recognizer(recorded: str | None, weights: Path) -> None:
                              f"from ({recorded})")
 
 
+def checkpoint_recognizer(recorded: str | None, recognizer: str | None = None,
+                          weights: str | Path | None = None) -> tuple[Any, str]:
+    """The frozen identity encoder ``recognizer`` (default: the one a checkpoint records, ``recorded``, as
+    ``name@sha256:...``) and its name; ``weights`` are checked against the recorded sha256.
+
+    Raises:
+        ValueError: the weights are not the recorded recognizer's. KeyError: no encoder of that name.
+    """
+    from fitdiff.face.identity import build_identity_encoder
+    from fitdiff.face.synthetic_recognizer import SyntheticRecognizer  # noqa: F401  (registers the encoder)
+
+    name = recognizer or (recorded.split("@", 1)[0] if recorded else "arcface_ir_se50")
+    kwargs: dict[str, Any] = {}
+    if weights is not None:
+        _check_recognizer(recorded, Path(weights))
+        kwargs["weights"] = str(weights)
+    return build_identity_encoder(name, **kwargs).freeze(), name
+
+
 def load_identity(path: str | Path, recognizer: str | None = None, weights: str | Path | None = None,
                   landmarks: str | Path | None = None, recorded: str | None = None,
                   detector_weights: str | Path | None = None) -> torch.Tensor:
@@ -90,9 +109,7 @@ def load_identity(path: str | Path, recognizer: str | None = None, weights: str 
     from fitdiff.data.landmarks import five_point_landmarks
     from fitdiff.face.detection import NoFaceError, landmarks_for
     from fitdiff.face.detectors import face_detector
-    from fitdiff.face.identity import build_identity_encoder
     from fitdiff.face.photo import read_photo
-    from fitdiff.face.synthetic_recognizer import SyntheticRecognizer  # noqa: F401  (registers the encoder)
 
     photo = read_photo(path, what="--identity")  # PhotoError (a ValueError) names the file
     image = photo.pixels
@@ -115,12 +132,7 @@ def load_identity(path: str | Path, recognizer: str | None = None, weights: str 
     except NoFaceError as exc:
         raise RuntimeError(f"--identity: no face found in {path} ({photo.size[0]} x {photo.size[1]} pixels); pass "
                            "its landmarks with --landmarks (a .npy of 5 or 68 points, image pixels)") from exc
-    name = recognizer or (recorded.split("@", 1)[0] if recorded else "arcface_ir_se50")
-    kwargs: dict[str, Any] = {}
-    if weights is not None:
-        _check_recognizer(recorded, Path(weights))
-        kwargs["weights"] = str(weights)
-    encoder = build_identity_encoder(name, **kwargs).freeze()
+    encoder, _ = checkpoint_recognizer(recorded, recognizer, weights)
     tensor = torch.from_numpy(image).permute(2, 0, 1).float().div(255.0)[None]
     with torch.no_grad():
         return encoder(tensor, points[None].float())[0]
@@ -229,8 +241,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _render_dataset(args: argparse.Namespace) -> Any:
     from fitdiff.augment import render_dataset
-    from fitdiff.face.identity import build_identity_encoder
-    from fitdiff.face.synthetic_recognizer import SyntheticRecognizer  # noqa: F401  (registers the encoder)
     from fitdiff.ldm.module import LatentDiffusionModule
 
     identities = None
@@ -249,13 +259,8 @@ def _render_dataset(args: argparse.Namespace) -> Any:
     if shape_model is None:
         raise ValueError(f"{args.ckpt}: the checkpoint names no shape model; avatars cannot be rendered")
     recorded = module.hparams.get("recognizer")
-    name = args.recognizer or (recorded.split("@", 1)[0] if recorded else "arcface_ir_se50")
-    kwargs: dict[str, Any] = {}
-    if args.recognizer_weights:
-        _check_recognizer(recorded, Path(args.recognizer_weights))
-        kwargs["weights"] = args.recognizer_weights
     try:
-        encoder = build_identity_encoder(name, **kwargs).freeze()
+        encoder, name = checkpoint_recognizer(recorded, args.recognizer, args.recognizer_weights)
     except KeyError as exc:
         raise ValueError(f"{exc.args[0]} (the checkpoint records {recorded!r}; pass --recognizer)") from None
     # the id of the encoder actually used, in the dataset's form (name@sha256:<weights>)

@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from fitdiff.export.grid import save_png
+
 log = logging.getLogger("fitdiff.demo")
 
 __all__ = ["DemoAvatar", "DemoBackend", "DemoCancelled", "DemoError", "DemoResult", "DemoSettings", "PRESETS"]
@@ -109,14 +111,6 @@ def checkpoint_help(ckpt: Path) -> str:
     return (f"No diffusion checkpoint at `{ckpt}`. Make one with `make quickstart` (the whole pipeline on the "
             "embedded dataset, CPU) or `python train.py experiment=quickstart_ldm`, then restart the demo, or "
             "start it with `--ckpt PATH`.")
-
-
-def _png(image: torch.Tensor, path: Path) -> Path:
-    from PIL import Image
-
-    array = (image.detach().cpu().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    Image.fromarray(np.ascontiguousarray(array)).save(path, format="PNG")
-    return path
 
 
 def _maps_strip(folder: Path, name: str = "avatar") -> Path:
@@ -290,7 +284,7 @@ class DemoBackend:
         background = torch.ones(1, 3, 256, 256, device=face.shape.device)
         render = session.scene(face.shape, face.maps["diffuse"], face.maps["specular"], face.maps["normals"], camera,
                                lights, background=background).image[0]
-        _png(render, folder / "render.png")
+        save_png(folder / "render.png", render)
         record = {"mode": "unconditional", "checkpoint": str(self.settings.ckpt),
                   "checkpoint_sha256": sha256_file(self.settings.ckpt), "seed": int(seed),
                   "sampler": sampler.describe(), "shape": face.shape[0].tolist()}
@@ -325,7 +319,7 @@ class DemoBackend:
                           lights, background=avatar.background).image[0]
         name = f"relit_{float(azimuth):+.0f}_{float(elevation):+.0f}_{color.strip('#')}_{float(intensity):.2f}"
         path = avatar.folder / f"{''.join(c if c.isalnum() or c in '+-_.' else '_' for c in name)}.png"
-        return _png(image, path)
+        return save_png(path, image)
 
     # ---------------------------------------------------------------- examples
     def examples(self) -> list[tuple[Path, Path]]:

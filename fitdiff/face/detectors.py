@@ -12,7 +12,7 @@ from typing import Union
 
 from fitdiff.face import detection
 from fitdiff.face.detection import FaceDetector
-from fitdiff.face.synthetic_detector import HEADER_KEY, SyntheticFaceDetector
+from fitdiff.face.synthetic_detector import DETECTOR_KIND, HEADER_KEY, SyntheticFaceDetector
 
 __all__ = ["AnyFaceDetector", "face_detector", "is_synthetic_detector"]
 
@@ -21,12 +21,18 @@ AnyFaceDetector = Union[FaceDetector, SyntheticFaceDetector]
 
 def is_synthetic_detector(path: str | Path) -> bool:
     """Whether ``path`` is a ``.safetensors`` file written by ``data_prep/train_detector.py``."""
+    import json
+
     from fitdiff.io import safetensors_metadata
 
     path = Path(path)
     if path.suffix != ".safetensors" or not path.is_file():
         return False
-    return '"loss_per_epoch"' in safetensors_metadata(path, what="face detector weights").get(HEADER_KEY, "")
+    try:
+        record = json.loads(safetensors_metadata(path, what="face detector weights").get(HEADER_KEY, "{}"))
+    except ValueError:
+        return False
+    return isinstance(record, dict) and record.get("kind") == DETECTOR_KIND
 
 
 def face_detector(weights: str | Path | None = None) -> AnyFaceDetector:

@@ -30,7 +30,7 @@ from fitdiff.face.detection import Detection, NoFaceError, image_to_tensor
 from fitdiff.face.identity import load_state_dict_file
 from fitdiff.io import StateDictError, safetensors_metadata
 
-__all__ = ["DETECTOR_FILE", "INPUT_SIZE", "DetectorNet", "SyntheticFaceDetector", "load_detector_weights"]
+__all__ = ["DETECTOR_FILE", "DETECTOR_KIND", "INPUT_SIZE", "DetectorNet", "SyntheticFaceDetector", "load_detector_weights"]
 
 #: input side of the network, pixels
 INPUT_SIZE = 96
@@ -38,6 +38,8 @@ INPUT_SIZE = 96
 DETECTOR_FILE = "detector.safetensors"
 #: safetensors metadata entry with the training record (JSON)
 HEADER_KEY = "fitdiff"
+#: the record's ``kind``: what tells a detector file from other weights
+DETECTOR_KIND = "synthetic_face_detector"
 
 
 def _conv(cin: int, cout: int, stride: int) -> nn.Sequential:

@@ -10,8 +10,9 @@ For every texel of an R x R UV map, :func:`unwrap_photo`:
    (its depth within ``depth_tol`` mm of the camera rasteriser's z-buffer at that pixel);
 3. samples the photo there (bilinear). With ``lights`` (the fitted ones) it also **de-lights**: the
    photo's display values are taken back to linear radiance (the inverse of the scene's tone curve) and
-   divided by the radiance of the same face rendered with a white diffuse and no specular albedo, which
-   leaves the diffuse albedo where the specular highlight is weak.
+   divided by the radiance of the same face rendered with a white diffuse and no specular albedo and the
+   mesh's own normals (the photo's fine normals are unknown), which leaves the diffuse albedo where the
+   specular highlight is weak.
 
 Returns the partial map and its validity mask, the inputs of :func:`fitdiff.completion.complete_maps`.
 """
@@ -87,10 +88,10 @@ def unwrap_photo(scene: FaceScene, shape: torch.Tensor, camera: Camera, photo: t
     image = photo.float()
     if lights is not None:  # linear radiance of the photo over that of a white diffuse, no specular face
         exposed = image.clamp(1e-6, 1.0) ** lights.gamma / lights.exposure.to(image).view(-1, 1, 1, 1)
-        res = model.uvs.new_ones(1, 3, 8, 8)
-        flat_normals = torch.cat([torch.zeros(1, 2, 8, 8), torch.ones(1, 1, 8, 8)], 1).to(res)
-        white = scene(shape, res, torch.zeros_like(res[:, :1]), flat_normals if scene.normal_space == "tangent"
-                      else F.normalize(res, dim=1), camera, lights).radiance
+        ones = model.uvs.new_ones(1, 3, 1, 1)
+        flat = torch.cat([torch.zeros_like(ones[:, :2]), ones[:, :1]], 1)  # tangent-space +z: the mesh's own normal
+        white = FaceScene(model, normal_space="tangent")(shape, ones, torch.zeros_like(ones[:, :1]), flat, camera,
+                                                          lights).radiance
         image = exposed / white.clamp(min=1e-3)
     grid = torch.stack([xy[..., 0] / width * 2 - 1, xy[..., 1] / height * 2 - 1], -1)[:, :, None]  # (B, N, 1, 2)
     values = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)[..., 0]  # (B, 3, N)

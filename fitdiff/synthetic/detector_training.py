@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from fitdiff.data.landmarks import five_point_landmarks
-from fitdiff.face.synthetic_detector import HEADER_KEY, DetectorNet, SyntheticFaceDetector
+from fitdiff.face.synthetic_detector import DETECTOR_KIND, HEADER_KEY, DetectorNet, SyntheticFaceDetector
 from fitdiff.io import atomic_write_bytes
 from fitdiff.synthetic.photo import photo_background, sensor_noise
 from fitdiff.synthetic.scene import background_image
@@ -205,7 +205,7 @@ def save_detector_weights(net: DetectorNet, path: str | Path, record: dict) -> s
     from safetensors.torch import save
 
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    header = {"width": net.width, **record}
+    header = {**record, "kind": DETECTOR_KIND, "width": net.width}
     payload = save(state, metadata={HEADER_KEY: json.dumps(header, sort_keys=True)})
     atomic_write_bytes(path, payload)
     return hashlib.sha256(payload).hexdigest()
