@@ -125,10 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recognizer", help="identity encoder name (default: the one the checkpoint records)")
     parser.add_argument("--recognizer-weights", help="recognizer weights for an --identity photo or --from-fit")
     parser.add_argument("--shape", help="known shape coefficients (.npy of K floats); default: sampled")
-    parser.add_argument("--guidance-scale", type=float, default=1.0, help="CFG scale with an identity")
+    parser.add_argument("--guidance-scale", type=float, default=2.0,
+                        help="CFG scale with an identity (2 completes held-out maps best, docs/BENCHMARKS.md)")
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps")
     parser.add_argument("--resample", type=int, default=1, help="runs of every step (RePaint resampling)")
-    parser.add_argument("--blend", type=float, default=1.5, help="seam blending width (texels, Gaussian sigma)")
+    parser.add_argument("--seam", choices=("harmonic", "feather"), default="harmonic",
+                        help="harmonic: offset the sample to meet the known texels; feather: fade them in over --blend")
+    parser.add_argument("--blend", type=float, default=1.5, help="feather width (texels, Gaussian sigma), --seam feather")
     parser.add_argument("--erode", type=int, default=0, help="latent cells removed from the known region's edge")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -193,7 +196,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     sampler = Sampler(ddim_scheduler(), num_inference_steps=args.steps, progress=True)
     done = complete_maps(pipe, known, uv, sampler, shape=shape, identity=identity,
                          guidance_scale=args.guidance_scale, generator=torch.Generator().manual_seed(args.seed),
-                         blend=args.blend, resample=args.resample, erode=args.erode)
+                         blend=args.blend, resample=args.resample, erode=args.erode, seam=args.seam)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     shape_model = module.shape_model()
@@ -219,7 +222,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         "known_latent_cells": done.known_cells,
         "identity": args.identity or ("the photo's" if identity is not None else "unconditional"),
         "guidance_scale": args.guidance_scale, "shape_given": shape is not None, "sampler": sampler.describe(),
-        "resample": args.resample, "blend": args.blend, "erode": args.erode, "seed": args.seed,
+        "resample": args.resample, "seam": args.seam, "blend": args.blend, "erode": args.erode, "seed": args.seed,
         "shape": done.shape[0].tolist(),
     }
     atomic_write_text(out / "completion.json", json.dumps(record, indent=2) + "\n")

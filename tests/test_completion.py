@@ -136,10 +136,16 @@ def test_a_partial_mask_keeps_the_known_part_and_samples_the_rest(pipeline, one_
     given = {"diffuse": maps["diffuse"]}
     a = complete_maps(pipeline, given, uv, _sampler(), generator=torch.Generator().manual_seed(1))
     b = complete_maps(pipeline, given, uv, _sampler(), generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a.maps["diffuse"][..., : res // 2], maps["diffuse"][..., : res // 2])  # harmonic seams
+    feathered = complete_maps(pipeline, given, uv, _sampler(), generator=torch.Generator().manual_seed(1), seam="feather")
     inner = slice(0, res // 2 - 5)  # beyond the blending kernel (radius 3 x 1.5 texels, rounded up)
-    assert torch.equal(a.maps["diffuse"][..., inner], maps["diffuse"][..., inner])
+    assert torch.equal(feathered.maps["diffuse"][..., inner], maps["diffuse"][..., inner])
+    assert not torch.equal(feathered.maps["diffuse"][..., res // 2 - 2], maps["diffuse"][..., res // 2 - 2])
+    assert torch.equal(feathered.latent, a.latent)  # the seams change only the decoded maps
     assert not torch.equal(a.maps["diffuse"][..., res // 2:], b.maps["diffuse"][..., res // 2:])  # sampled
     mask = latent_known_mask(uv, pipeline.layout, ["diffuse"], False)
     assert torch.equal(a.latent * mask, b.latent * mask) and 0.4 < a.known_cells <= 0.5
     with pytest.raises(ValueError, match="unknown map name"):
         complete_maps(pipeline, {"albedo": maps["diffuse"]}, uv, _sampler())
+    with pytest.raises(ValueError, match="seam must be one of"):
+        complete_maps(pipeline, given, uv, _sampler(), seam="poisson")

@@ -43,8 +43,9 @@ def test_the_table_has_every_mask_and_baseline_and_the_numbers_of_its_parts(tiny
     result = table.run(tmp_path)
     rows = list(csv.DictReader(open(tmp_path / "completion.csv")))
     methods = [r["method"] for r in rows]
-    assert methods[:3] == ["left_half 50% / completion", "left_half 50% / mean fill", "left_half 50% / OpenCV inpainting"]
-    assert len(methods) == 6 and methods[3].startswith("blobs ") and all(r["n_subjects"] == "3" for r in rows)
+    assert methods[:4] == ["left_half 50% / completion", "left_half 50% / mean fill", "left_half 50% / OpenCV inpainting",
+                           "left_half 50% / autoencoder (reference)"]
+    assert len(methods) == 8 and methods[4].startswith("blobs ") and all(r["n_subjects"] == "3" for r in rows)
     assert "OpenCV inpainting" in result.markdown and "sha256" in result.markdown
 
     # the first completion row, recomputed from its parts

@@ -17,7 +17,9 @@ the normals (degrees) and LPIPS of the diffuse map (the whole map, whose known p
 a random VGG without the ``lpips_vgg16`` asset, said in the header). The ``completion`` rows also report
 the RMS change of the known diffuse texels against the ground truth (``known_rmse``), beside the
 autoencoder's own reconstruction RMS there (``ae_known_rmse``): the known part is kept within the
-autoencoder's error when the first is at most the second. Writes ``completion.{csv,md}``.
+autoencoder's error when the first is at most the second. A reference row, ``autoencoder
+(reference)``, scores the autoencoder's reconstruction of the whole ground truth on the same texels:
+the error floor of anything decoded from the latent space. Writes ``completion.{csv,md}``.
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ class CompletionTable:
         data_dir: the embedded dataset (ground-truth maps and identity embeddings of held-out subjects).
         splits, n_subjects: held-out subjects (one sample each).
         kinds, shares: mask kinds and hidden shares of the face region.
-        steps, guidance_scale, resample, blend: the completion sampler (DDIM) and its settings.
+        steps, guidance_scale, resample, blend, seam: the completion sampler (DDIM) and its settings.
         identity: ``stored`` (each sample's embedding) or ``none`` (unconditional).
         seed: generator seed (and the blob masks' seed); batch_size: subjects completed together.
         lpips: add the LPIPS column; device: ``auto``, ``cpu``, ``cuda``...; name: file stem.
@@ -105,7 +107,7 @@ class CompletionTable:
     def __init__(self, ckpts: Sequence[str], data_dir: str, splits: Sequence[str] = ("test",), n_subjects: int = 40,
                  kinds: Sequence[str] = ("left_half", "blobs"), shares: Sequence[float] = (0.3, 0.5, 0.7),
                  steps: int = 25, guidance_scale: float = 2.0, resample: int = 1, blend: float = 1.5,
-                 identity: str = "stored", seed: int = 0, batch_size: int = 8, lpips: bool = True,
+                 seam: str = "harmonic", identity: str = "stored", seed: int = 0, batch_size: int = 8, lpips: bool = True,
                  device: str = "auto", name: str = "completion", progress: bool = True, **_: Any) -> None:
         from fitdiff.completion import MASK_KINDS
         from fitdiff.config.errors import ConfigError
@@ -122,6 +124,11 @@ class CompletionTable:
         self.splits, self.n_subjects = list(splits), int(n_subjects)
         self.kinds, self.shares = list(kinds), [float(s) for s in shares]
         self.steps, self.guidance_scale, self.resample, self.blend = int(steps), float(guidance_scale), int(resample), float(blend)
+        from fitdiff.completion.inpaint import SEAMS
+
+        if seam not in SEAMS:
+            raise ConfigError(f"table.seam must be one of {', '.join(SEAMS)}, got {seam!r}")
+        self.seam = seam
         self.identity, self.seed, self.batch_size = identity, int(seed), int(batch_size)
         self.lpips, self.name, self.progress = bool(lpips), name, bool(progress)
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
@@ -190,14 +197,17 @@ class CompletionTable:
         mean = pipe.decode(torch.zeros(1, *pipe.latent_shape, device=self.device)).maps
         photo_known = self._photo_masks(faces, model.cpu(), res) if "photo" in self.kinds else None
         masks = self._masks(layout, photo_known)
-        # the autoencoder's own reconstruction of every subject (the same for every mask), made once
-        recon = torch.cat([pipe.decode(pipe.encode({n: v[i:i + self.batch_size].to(self.device) for n, v in truth.items()},
-                                                   faces.shape[i:i + self.batch_size].to(self.device))).maps["diffuse"].cpu()
-                           for i in range(0, len(faces), self.batch_size)])
+        # the autoencoder's own reconstruction of every subject (the same for every mask), made once: the
+        # best any decoded map can do, reported as a reference row
+        parts = [pipe.decode(pipe.encode({n: v[i:i + self.batch_size].to(self.device) for n, v in truth.items()},
+                                         faces.shape[i:i + self.batch_size].to(self.device))).maps
+                 for i in range(0, len(faces), self.batch_size)]
+        recon = {n: torch.cat([p[n].cpu() for p in parts]) for n in truth}
         rows = []
         bar = tqdm(total=len(masks) * len(faces), desc=f"{self.name} table", disable=not self.progress, dynamic_ncols=True)
         for label, known_all in masks:
-            accs = {m: RowAccumulator() for m in ("completion", "mean fill", "OpenCV inpainting")}
+            accs = {m: RowAccumulator() for m in ("completion", "mean fill", "OpenCV inpainting",
+                                                  "autoencoder (reference)")}
             for start in range(0, len(faces), self.batch_size):
                 idx = list(range(start, min(start + self.batch_size, len(faces))))
                 b = len(idx)
@@ -209,17 +219,19 @@ class CompletionTable:
                 done = complete_maps(pipe, {n: v.to(self.device) for n, v in gt.items()}, known,
                                      Sampler(ddim_scheduler(), self.steps), identity=identity,
                                      guidance_scale=self.guidance_scale, generator=generator, blend=self.blend,
-                                     resample=self.resample)
+                                     resample=self.resample, seam=self.seam)
                 scores = _region_scores(done.maps, gt, region, lpips_fn)
                 kept = known[:, None].float() * face[None, None].float()
                 diff = ((done.maps["diffuse"].cpu() - gt["diffuse"]) ** 2 * kept).sum((1, 2, 3))
                 scores["known_rmse"] = (diff / (kept.sum((1, 2, 3)) * 3)).sqrt().double()
-                ae = ((recon[idx] - gt["diffuse"]) ** 2 * kept).sum((1, 2, 3)) / (kept.sum((1, 2, 3)) * 3)
+                ae = ((recon["diffuse"][idx] - gt["diffuse"]) ** 2 * kept).sum((1, 2, 3)) / (kept.sum((1, 2, 3)) * 3)
                 scores["ae_known_rmse"] = ae.sqrt().double()
                 accs["completion"].add(scores)
                 filled = {n: torch.where(known[:, None], gt[n], mean[n].cpu().expand(b, -1, -1, -1)) for n in gt}
                 accs["mean fill"].add(_region_scores(filled, gt, region, lpips_fn))
                 accs["OpenCV inpainting"].add(_region_scores(opencv_inpaint(gt, known), gt, region, lpips_fn))
+                accs["autoencoder (reference)"].add(_region_scores({n: v[idx] for n, v in recon.items()}, gt, region,
+                                                                   lpips_fn))
                 bar.update(b)
             rows += [acc.row(f"{label} / {method}", count="n_subjects") for method, acc in accs.items()]
         bar.close()
@@ -229,10 +241,12 @@ class CompletionTable:
             "all three maps hidden by the same mask; scored on the hidden face texels",
             f"checkpoint: {self.ckpt} (sha256 {sha256_file(self.ckpt)})",
             f"completion: DDIM {self.steps} steps, CFG {self.guidance_scale:g} with the {self.identity} identity, "
-            f"resample {self.resample}, seam blending {self.blend:g} texels, seed {self.seed}",
+            f"resample {self.resample}, seams: " + ("harmonic offset (fitdiff/completion/seams.py)" if self.seam == "harmonic"
+                else f"feathered over {self.blend:g} texels") + f", seed {self.seed}",
             f"LPIPS: {lpips_state}" if self.lpips else "LPIPS: off",
             "baselines: mean fill = the mean face's reflectance (decoded zero latent); OpenCV inpainting = "
-            "cv2.inpaint Telea, radius 3, on 8-bit maps",
+            "cv2.inpaint Telea, radius 3, on 8-bit maps; autoencoder (reference) = the autoencoder's reconstruction "
+            "of the whole ground truth, the floor of any decoded map (not a completion)",
             "photo visibility: the texels the sample's own photo shows (fitdiff/fitting/unwrap.py with the photo's "
             "camera from meta.json and the ground-truth shape) are known, the rest hidden",
         ]

@@ -145,8 +145,8 @@ class FacialGuidance:
 
     def _refine_scene(self, z: torch.Tensor) -> None:
         """Further Adam steps on camera and lights with the latent ``z`` fixed."""
-        if self.scene_optimizer is None:
-            return
+        if self.scene_optimizer is None or self.config.scene_steps < 2:
+            return  # the guided step's own backward pass gave the one Adam step
         with torch.no_grad():
             face = self.decode(z)
         for _ in range(self.config.scene_steps - 1):
