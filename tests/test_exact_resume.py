@@ -102,6 +102,7 @@ def _faces(folder: Path) -> None:
             writer.write("train" if i < 16 else "val", random_sample(f"s{i}_0", spec, i))
 
 
+@pytest.mark.slow  # a whole crashed and resumed run (make test and CI run it)
 def test_crashed_autoencoder_run_resumes_bit_exactly(tmp_path):
     """Manual optimisation, two optimisers and two schedules, the discriminator on from step 1: a run that
     crashes at step 3 resumes from its step-2 checkpoint (mid-epoch) and ends where an uninterrupted one does."""
@@ -272,6 +273,7 @@ def fresh_wandb():
     os.environ.update(before)
 
 
+@pytest.mark.slow  # two training runs
 def test_wandb_run_id_is_saved_and_the_resumed_logger_continues_that_run(compose_train, tmp_path, fresh_wandb):
     cfg = compose_train("smoke", "logger=wandb", "logger.wandb.mode=disabled", "trainer.max_steps=2")
     tasks.train(cfg)

@@ -71,6 +71,7 @@ def test_missing_checkpoint_is_a_config_error(compose_train):
         tasks.train(cfg)
 
 
+@pytest.mark.slow  # a training run, then evaluate.py on its checkpoint
 def test_evaluate_tests_a_checkpoint(compose_train):
     _, _, out = _train(compose_train)
     cfg = compose_train("smoke", f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}", config_name="evaluate")
