@@ -191,11 +191,15 @@ def complete_maps(pipeline, known: Mapping[str, torch.Tensor], uv_known: torch.T
     latent = pipeline.layout.apply_mask(mask * z_known + (1.0 - mask) * sample)
     face = pipeline.decode(latent)
     weight = feather(uv_known, blend)
+    given = [name for name in MAP_NAMES if name in known]
+    if seam == "harmonic" and given:  # one solve per sample for every given map's channels
+        joined = harmonic_offset(torch.cat([face.maps[n] for n in given], 1), torch.cat([filled[n] for n in given], 1),
+                                 uv_known)
+        harmonic = dict(zip(given, joined.split([face.maps[n].shape[1] for n in given], 1)))
     maps = {}
     for name in MAP_NAMES:
         if name in known and seam == "harmonic":
-            blended = harmonic_offset(face.maps[name], filled[name], uv_known)
-            blended = F.normalize(blended, dim=1) if name == "normals" else blended
+            blended = F.normalize(harmonic[name], dim=1) if name == "normals" else harmonic[name]
             some = uv_known.flatten(1).any(1).view(-1, 1, 1, 1)  # nothing known: the sample as is
             maps[name] = torch.where(some, blended, face.maps[name])
         elif name in known:
