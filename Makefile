@@ -5,6 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fitdiff-installed
 PYTEST_ARGS ?=
+# test processes (pytest-xdist): one per core, at most 4; TEST_WORKERS=0 runs the tests in this process
+TEST_WORKERS ?= $(shell $(PYTHON3) -c 'import os; print(min(4, os.cpu_count() or 1))')
 PIP_FLAGS ?= --progress-bar off --disable-pip-version-check
 
 .PHONY: quickstart tables demo test test-fast lint format install clean clean-venv
@@ -23,11 +25,11 @@ data/synthetic/detector.safetensors: | $(STAMP)
 	$(PY) data_prep/train_detector.py --data data/synthetic
 
 test: $(STAMP)  ## the full test suite (slow end-to-end tests included); exit 1 if nothing was collected
-	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	@$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; exit 1; fi; exit $$rc
 
 test-fast: $(STAMP)  ## unit tests only
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

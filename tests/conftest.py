@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one intra-op thread per test worker: the workers share the cores, and oversubscribed tiny
+    # convolutions run several times slower
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
