@@ -154,6 +154,33 @@ def test_a_hook_without_repeats_leaves_sampling_unchanged(pipeline):
     assert torch.equal(a, b) and calls == [0, 1, 2, 3, 4]
 
 
+def test_shape_temperature_scales_only_the_shape_channels_start_noise(pipeline):
+    """The hook sees x_T at the first step: shape channels scaled by the temperature, maps untouched;
+    temperature 1 is plain sampling, bit for bit."""
+    sampler = Sampler(ddim_scheduler(), num_inference_steps=3)
+    shape = pipeline.layout.shape_slice
+    starts = []
+
+    def hook(state):
+        if state.index == 0:
+            starts.append(state.x_t.detach().clone())
+        return None
+
+    plain = pipeline.sample(2, sampler, generator=torch.Generator().manual_seed(4), hook=hook)
+    same = pipeline.sample(2, sampler, generator=torch.Generator().manual_seed(4), hook=hook, shape_temperature=1.0)
+    half = pipeline.sample(2, sampler, generator=torch.Generator().manual_seed(4), hook=hook, shape_temperature=0.5)
+    mean = pipeline.sample(2, sampler, generator=torch.Generator().manual_seed(4), hook=hook, shape_temperature=0.0)
+    assert torch.equal(plain, same)
+    x_plain, _, x_half, x_mean = starts
+    maps = slice(0, pipeline.layout.map_channels)
+    assert torch.equal(x_half[:, maps], x_plain[:, maps]) and torch.equal(x_mean[:, maps], x_plain[:, maps])
+    assert torch.allclose(x_half[:, shape], 0.5 * x_plain[:, shape]) and x_plain[:, shape].abs().max() > 0.1
+    assert torch.equal(x_mean[:, shape], torch.zeros_like(x_mean[:, shape]))
+    assert not torch.equal(mean, plain) and not torch.equal(half, plain)
+    with pytest.raises(ValueError, match="shape_temperature"):
+        pipeline.sample(1, sampler, shape_temperature=1.5)
+
+
 def test_optimisation_fitter_lowers_the_loss_and_keeps_padding_zero(pipeline, scene, recognizer):
     hook, target = _guidance(pipeline, scene, recognizer, "x0")
     z0 = torch.zeros(1, *pipeline.latent_shape)

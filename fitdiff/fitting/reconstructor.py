@@ -61,6 +61,8 @@ class FitConfig:
         method: ``unguided``, ``guided`` or ``optimize`` (module docstring).
         sampler: the sampler (``guided`` and ``unguided``).
         guidance_scale: classifier-free guidance s of the conditional sampling.
+        shape_temperature: factor in [0, 1] on the shape channels' start noise (1 = sample the shape,
+            0 = the conditional mean shape; :meth:`~fitdiff.ldm.pipeline.FitDiffPipeline.sample`).
         guidance: the guidance rule and its schedule (``guided``).
         loss: the fitting loss weights (guidance, optimisation, polish, scene refinement).
         camera: camera initialisation.
@@ -72,6 +74,7 @@ class FitConfig:
     method: str
     sampler: Sampler | None = None
     guidance_scale: float = 1.0
+    shape_temperature: float = 1.0
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
     loss: LossWeights = field(default_factory=LossWeights)
     camera: CameraInitConfig = field(default_factory=CameraInitConfig)
@@ -190,7 +193,8 @@ class Reconstructor:
             if cfg.method == "guided":
                 hook = FacialGuidance(self._decode, self.loss, params, target, cfg.guidance)
             latent = self.pipeline.sample(batch, cfg.sampler, identity=target.identity,
-                                          guidance_scale=cfg.guidance_scale, generator=generator, hook=hook)
+                                          guidance_scale=cfg.guidance_scale, generator=generator, hook=hook,
+                                          shape_temperature=cfg.shape_temperature)
             with torch.no_grad():
                 face = self._decode(latent)
             if hook is not None:  # the guided camera stays; the lights follow the final albedo

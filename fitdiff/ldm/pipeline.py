@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 
 from fitdiff.autoencoder.branched import BranchedVQAutoencoder
@@ -96,6 +97,7 @@ class FitDiffPipeline(nn.Module):
         generator: torch.Generator | None = None,
         hook: Any = None,
         x_T: torch.Tensor | None = None,
+        shape_temperature: float = 1.0,
     ) -> torch.Tensor:
         """``n`` normalised latents (n, C, H, W): the denoised estimate of the last step, padding 0.
 
@@ -108,6 +110,11 @@ class FitDiffPipeline(nn.Module):
             generator: the noise source (CPU generator: the same samples on every device).
             hook: the sampler's per-step hook (guided reconstruction).
             x_T: start noise instead of drawing it.
+            shape_temperature: factor on the start noise of the shape channels (drawn or given), in
+                [0, 1]: 1 samples the shape, 0 starts it from the noise's mean, so deterministic DDIM
+                carries it to (for Gaussian coefficients, exactly) the conditional mean shape, the
+                least-squares estimate of what the embedding leaves undetermined. The maps keep
+                their noise.
         """
         device = next(self.denoiser.parameters()).device
         cond = None
@@ -118,6 +125,13 @@ class FitDiffPipeline(nn.Module):
             if cond.shape[0] != n:
                 raise ValueError(f"identity has {cond.shape[0]} rows for {n} samples")
         model_fn = cfg_model_fn(self.denoiser, cond, guidance_scale if cond is not None else 1.0)
+        if not 0.0 <= shape_temperature <= 1.0:
+            raise ValueError(f"shape_temperature must be in [0, 1], got {shape_temperature}")
+        if shape_temperature != 1.0:
+            if x_T is None:  # the draw the sampler would make, so only the shape channels change
+                x_T = randn_tensor((n, *self.latent_shape), generator=generator, device=device)
+            x_T = x_T.clone()
+            x_T[:, self.layout.shape_slice] *= shape_temperature
         result = sampler.sample(model_fn, (n, *self.latent_shape), generator=generator,
                                 prediction_type=self.prediction_type, hook=hook, x_T=x_T, device=device)
         # the last step's denoised estimate: with set_alpha_to_one=False (the latent-diffusion DDIM
