@@ -167,6 +167,8 @@ def test_conditioning_table_end_to_end(assets, tmp_path, capsys):
     expected = ["mean face", "nearest training identity", "linear probe"]
     for method in sampled:
         expected += [method, f"{method} (mean of 2)"]
+        if method == "unconditional" or method.endswith("s=1"):  # the conditional-mean-shape twin
+            expected.append(f"{method}, shape temperature 0")
     assert [r["method"] for r in records] == expected
     metric_names = [
         "shape_rmse_mm",
@@ -198,6 +200,10 @@ def test_conditioning_table_end_to_end(assets, tmp_path, capsys):
     assert float(by["unconditional (mean of 2)"]["shape_coef_rms_mean"]) < float(
         by["unconditional"]["shape_coef_rms_mean"]
     )
+    # shape temperature 0 changes the shape only: the same maps, another shape
+    zero = by["unconditional, shape temperature 0"]
+    assert float(zero["diffuse_psnr_mean"]) == pytest.approx(float(by["unconditional"]["diffuse_psnr_mean"]), abs=0.05)
+    assert float(zero["shape_coef_rms_mean"]) != float(by["unconditional"]["shape_coef_rms_mean"])
     markdown = (run / "conditioning.md").read_text()
     assert "3 photos of 3 held-out subjects (val+test" in markdown and "seed 3" in markdown
     assert "DDIMScheduler, 2 steps, eta 0" in markdown and "step 7" in markdown

@@ -8,7 +8,9 @@ For every conditional row ``conditional <variant> s=<s>`` (not its ``(mean of k)
 3. its ``(mean of k)`` row at most the ``linear probe``'s shape and diffuse error;
 
 and, where both were measured at the same scale, the ``none`` variant worse (higher shape and diffuse
-error) than ``spade``. Each check is one line stating the numbers and ``yes`` / ``NO``.
+error) than ``spade``. A row ``conditional <variant> s=<s>, shape temperature 0`` (its shape is an estimate
+of the conditional mean, not a draw) is set against the unconditional samples, the unconditional row
+at temperature 0, the mean face and the linear probe on shape. Each check is one line stating the numbers and ``yes`` / ``NO``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ __all__ = ["acceptance_checks", "REDUCTION"]
 #: required relative error reduction of conditional against unconditional samples
 REDUCTION = 0.30
 _ROW = re.compile(r"^conditional (?P<variant>.+) s=(?P<scale>[^ ]+)$")
+_MEAN_SHAPE = ", shape temperature 0"
 _KEYS = (("shape_rmse_mm", "shape", "{:.2f} mm"), ("diffuse_rmse", "diffuse", "{:.4f}"))
 
 
@@ -64,6 +67,16 @@ def acceptance_checks(table: ResultTable) -> list[str]:
                 )
         if parts:
             lines.append(f"{method}: " + "; ".join(parts))
+    for method in records:
+        if not (method.startswith("conditional ") and method.endswith(_MEAN_SHAPE)):
+            continue
+        mine, parts = value(method, "shape_rmse_mm"), []
+        for other in ("unconditional", "unconditional" + _MEAN_SHAPE, "mean face", "linear probe"):
+            theirs = value(other, "shape_rmse_mm")
+            if theirs is not None and theirs > 0:
+                drop = 1.0 - mine / theirs
+                parts.append(f"vs {other} {theirs:.2f} mm: {abs(drop):.0%} {'lower' if drop >= 0 else 'higher'}")
+        lines.append(f"{method}: shape {mine:.2f} mm " + "; ".join(parts))
     by_scale: dict[str, dict[str, str]] = {}
     for method, match in conditional:
         by_scale.setdefault(match["scale"], {})[match["variant"]] = method

@@ -109,6 +109,9 @@ class ConditioningTable:
         recognizer, recognizer_weights: identity encoder of the identity column (registry name and
             weights; default weights ``<data_dir>/recognizer.safetensors``); ``identity: false`` drops the column.
         diversity_samples: unconditional samples of the diversity report (0 = no report).
+        mean_shape_rows: add the unconditional row and each checkpoint's s=1 row sampled with shape
+            temperature 0 (the shape channels start from zero noise: DDIM's conditional mean shape,
+            the maps sampled as usual), without a mean-of-k twin.
         probe_folds: cross-validation folds of the linear probe (by training subject).
         progress: show a progress bar.
         name: file stem of the table.
@@ -135,6 +138,7 @@ class ConditioningTable:
         recognizer: str = "synthetic_recognizer",
         recognizer_weights: str | None = None,
         diversity_samples: int = 64,
+        mean_shape_rows: bool = True,
         probe_folds: int = 5,
         progress: bool = True,
         name: str = "conditioning",
@@ -156,6 +160,7 @@ class ConditioningTable:
         self.recognizer_name = recognizer
         self.recognizer_weights = recognizer_weights
         self.diversity_samples = int(diversity_samples)
+        self.mean_shape_rows = bool(mean_shape_rows)
         self.probe_folds = int(probe_folds)
         self.progress = progress
         self.name = name
@@ -335,13 +340,16 @@ class ConditioningTable:
         checkpoint, and the diversity report of the first checkpoint."""
         from fitdiff.ldm.module import LatentDiffusionModule
 
-        plan = []  # (checkpoint index, row name, guidance scale or None for unconditional)
+        plan = []  # (checkpoint index, row name, guidance scale or None for unconditional, shape temperature)
+        zero = ", shape temperature 0"
         for c, info in enumerate(self.infos):
             if c == 0:
-                plan.append((c, "unconditional", None))
-            plan += [
-                (c, f"conditional {info.label} s={format_value(s, '{:g}')}", s) for s in self._scales(info)
-            ]
+                plan.append((c, "unconditional", None, 1.0))
+                plan += [(c, "unconditional" + zero, None, 0.0)] if self.mean_shape_rows else []
+            for s in self._scales(info):
+                name = f"conditional {info.label} s={format_value(s, '{:g}')}"
+                plan.append((c, name, s, 1.0))
+                plan += [(c, name + zero, s, 0.0)] if self.mean_shape_rows and s == 1.0 else []
         rows: list[TableRow] = []
         samplers: dict[int, str] = {}
         diversity = None
@@ -358,20 +366,22 @@ class ConditioningTable:
                 pipeline = module.pipeline(ema=self.ema)
                 sampler = self._sampler(module)
                 samplers[c] = describe_sampler(sampler)
-                for _, row_name, scale in (p for p in plan if p[0] == c):
+                for _, row_name, scale, temperature in (p for p in plan if p[0] == c):
                     bar.set_postfix_str(row_name)
                     each, mean = RowAccumulator(), RowAccumulator()
                     for b in batches:
                         faces = photos.subset(b)
                         gens = sample_generators(self.seed, [index[i] for i in b], self.n_samples)
                         ident = None if scale is None else faces.identity.repeat_interleave(self.n_samples, 0)
-                        pred = sample_faces(pipeline, sampler, gens, ident, 1.0 if scale is None else scale)
+                        pred = sample_faces(pipeline, sampler, gens, ident, 1.0 if scale is None else scale,
+                                            shape_temperature=temperature)
                         _check_resolution(pred, faces, info)
                         each.add(metrics(pred, _repeat(faces, self.n_samples)), self.n_samples)
                         mean.add(metrics(mean_prediction(pred, self.n_samples), faces))
                         bar.update(len(b))
                     rows.append(each.row(row_name, self.n_samples))
-                    rows.append(mean.row(f"{row_name} (mean of {self.n_samples})", self.n_samples))
+                    if temperature == 1.0:
+                        rows.append(mean.row(f"{row_name} (mean of {self.n_samples})", self.n_samples))
                 if c == 0 and self.diversity_samples > 0:
                     diversity = diversity_report(
                         pipeline,

@@ -57,6 +57,7 @@ def sample_faces(
     generators: list[torch.Generator],
     identity: torch.Tensor | None,
     guidance_scale: float,
+    shape_temperature: float = 1.0,
 ) -> FacePrediction:
     """Sample and decode one face per generator.
 
@@ -66,13 +67,15 @@ def sample_faces(
         generators: one per sample (:func:`sample_generators`).
         identity: (n, D) unit embeddings, one row per sample, or None for unconditional samples.
         guidance_scale: classifier-free guidance s (1 = conditional only).
+        shape_temperature: factor on the shape channels' start noise (0 = the conditional mean shape).
 
     Returns:
         The decoded faces on the CPU (maps and shape coefficients).
     """
     n = len(generators)
     z = pipeline.sample(
-        n, sampler, identity=identity, guidance_scale=float(guidance_scale), generator=generators
+        n, sampler, identity=identity, guidance_scale=float(guidance_scale), generator=generators,
+        shape_temperature=shape_temperature,
     )
     face = pipeline.decode(z)
     return FacePrediction(
