@@ -14,7 +14,7 @@ PIP_FLAGS ?= --progress-bar off --disable-pip-version-check
 quickstart: $(STAMP)  ## run the whole pipeline end to end on the embedded synthetic dataset
 	$(PY) -m fitdiff.quickstart
 
-tables: $(STAMP)  ## the full result tables (40 held-out photos) of the quickstart's checkpoints + report
+tables: $(STAMP) data/synthetic/detector.safetensors  ## the full result tables (40 held-out photos) of the quickstart's checkpoints + report
 	$(PY) -m fitdiff.quickstart tables
 
 demo: $(STAMP) data/synthetic/detector.safetensors  ## the browser demo on the quickstart's checkpoint (run make quickstart first)

@@ -60,21 +60,80 @@ def test_reconstruction_table_needs_one_checkpoint_and_the_judge(assets, tmp_pat
         table.run(tmp_path / "out")
 
 
+def _train_detector(data, epochs: int = 5) -> None:
+    """``data/detector.safetensors`` by the real command (a few epochs: the tests need a file, not accuracy)."""
+    import importlib.util
+    from pathlib import Path
+
+    import torch
+
+    script = Path(__file__).resolve().parents[1] / "data_prep" / "train_detector.py"
+    spec = importlib.util.spec_from_file_location("train_detector", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    threads = torch.get_num_threads()
+    try:
+        assert module.main(["--data", str(data), "--epochs", str(epochs), "--batch-size", "8", "--threads", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.mark.slow
-def test_robustness_table_end_to_end(assets, tmp_path):
+def test_robustness_table_end_to_end_with_detected_landmarks(assets, tmp_path):
     from fitdiff import tasks
 
     folder, ckpt = assets
+    _train_detector(folder / "synthetic")
     fast = ["table.n_photos=2", "table.batch_size=2", "table.lpips=false", "table.progress=false",
             f"table.preset_overrides={{guided_eps:[{_STEPS},'polish.steps=1'],optimize:['optimize.steps=2']}}"]
-    cfg = _compose(tmp_path, f"ckpts=[{ckpt}]", f"paths.data_dir={folder}", *fast, table="robustness")
+    cfg = _compose(tmp_path, f"ckpts=[{ckpt}]", f"paths.data_dir={folder}", *fast, "table.landmarks=detected",
+                   table="robustness")
     tasks.evaluate(cfg)
     rows = list(csv.DictReader(open(tmp_path / "run" / "robustness.csv")))
     conditions = ["clean", "occluder 20%", "side light", "noise 0.1", "JPEG q20"]
     assert [r["method"] for r in rows] == [f"{m} / {c}" for m in ("guided eps", "optimisation fitter")
                                            for c in conditions]
+    assert all(0 <= int(r["faces_found"]) <= int(r["n_photos"]) == 2 for r in rows)
+    assert "face_found_mean" not in rows[0]  # a count, not a metric
     markdown = (tmp_path / "run" / "robustness.md").read_text()
     assert "### Degradation" in markdown and "guided eps degrades less than optimisation fitter" in markdown
+    assert "with landmarks detected on it" in markdown and "5 detected on the photo each fit sees" in markdown
+    assert "detector.safetensors (sha256 " in markdown
+
+
+def test_detected_landmarks_come_from_the_photo_the_fit_sees(assets, tmp_path):
+    import torch
+
+    from fitdiff.evaluation.corruptions import occluder
+    from fitdiff.evaluation.faces import load_faces
+    from fitdiff.evaluation.landmark_source import landmark_source
+
+    folder, _ = assets
+    data = folder / "synthetic"
+    with pytest.raises(ConfigError, match=r"no face detector at .*missing\.safetensors.*train_detector\.py"):
+        landmark_source("detected", data, tmp_path / "missing.safetensors")
+    with pytest.raises(ConfigError, match="not one of dataset, detected"):
+        landmark_source("guessed", data)
+    not_a_detector = data / "recognizer.safetensors"
+    with pytest.raises(ConfigError, match="not a synthetic face detector"):
+        landmark_source("detected", data, not_a_detector)
+
+    _train_detector(data, epochs=2)
+    photos = load_faces(data, ["val"], with_photos=True)
+    clean = photos.image[:2]
+    given = photos.landmarks[:2]
+    dataset = landmark_source("dataset", data)
+    points, found = dataset(clean, given)
+    assert points is given and found is None and dataset.key == "dataset"
+
+    detected = landmark_source("detected", data)
+    points, found = detected(clean, given)
+    assert points.shape == (2, 5, 2) and found.shape == (2,) and set(found.tolist()) <= {0.0, 1.0}
+    prob, expected = detected.detector.predict(clean)
+    assert torch.equal(points, expected) and torch.equal(found, (prob > detected.detector.score_threshold).float())
+    occluded, _ = detected(occluder(clean, given, [0, 1], seed=0), given)
+    assert not torch.equal(occluded, points)  # the detector reads the corrupted photo
+    assert detected.key.startswith("detected:") and detected.key != dataset.key
 
 
 def test_corruptions_change_the_photo_where_they_should():

@@ -5,7 +5,8 @@ with fitting presets (``experiments/fitting/``). :func:`fit_photos` fits every p
 :class:`FitSetup` with one preset (photo ``i`` always draws its noise from the generator seeded from
 ``(seed, i)``, batch by batch) and keeps the outcome in the setup's cache, batch by batch, keyed by
 everything that decides a batch's fits: the preset's full description, the photo condition (clean or a
-corruption), the seed and the batch's photos. Setups of one checkpoint may share one cache (their photo
+corruption), where the landmarks come from (:mod:`fitdiff.evaluation.landmark_source`), the seed and the
+batch's photos. Setups of one checkpoint may share one cache (their photo
 sets differ only in length), so the first batch of a shorter photo list is the longer list's. ``evaluate.py table=all`` gives all its tables one setup, so the guided fits of the
 reconstruction table are the clean rows of the robustness table and the predictions of the reflectance
 and shape tables, instead of being sampled again.
@@ -24,6 +25,7 @@ import torch
 from fitdiff.evaluation.face_metrics import FacePrediction
 from fitdiff.evaluation.faces import FaceSet
 from fitdiff.evaluation.fit_metrics import FitMetrics
+from fitdiff.evaluation.landmark_source import LandmarkSource
 from fitdiff.evaluation.sampling import sample_generators
 from fitdiff.evaluation.table import RowAccumulator
 
@@ -64,7 +66,8 @@ class FitOutcome:
     """One preset's fits of every photo of a setup.
 
     Attributes:
-        metrics: metric name -> (N,) per-photo values (:class:`FitMetrics`).
+        metrics: metric name -> (N,) per-photo values (:class:`FitMetrics`; with detected landmarks also
+            ``face_found``, 1 where the detector found the face).
         prediction: the N fitted faces on the CPU (coefficients and maps).
         first: the first batch's :class:`~fitdiff.fitting.Reconstruction` (for the image grids).
         first_photos: the photos that batch saw (corrupted or clean), (b, 3, H, W).
@@ -81,15 +84,16 @@ def photo_batches(n: int, batch_size: int) -> list[list[int]]:
     return [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
 
 
-def _key(cfg: Any, condition: str, seed: int, keys: list[str]) -> tuple[str, str]:
-    """Cache key of one batch's fits: the preset's full description, the condition, the seed and the
-    photos of the batch (a batch's fits depend on nothing else)."""
-    return ("fit", json.dumps({"preset": cfg.describe(), "condition": condition, "seed": seed, "photos": keys},
-                              sort_keys=True, default=str))
+def _key(cfg: Any, condition: str, landmarks: str, seed: int, keys: list[str]) -> tuple[str, str]:
+    """Cache key of one batch's fits: the preset's full description, the condition, the landmark source,
+    the seed and the photos of the batch (a batch's fits depend on nothing else)."""
+    return ("fit", json.dumps({"preset": cfg.describe(), "condition": condition, "landmarks": landmarks,
+                               "seed": seed, "photos": keys}, sort_keys=True, default=str))
 
 
 def fit_photos(setup: FitSetup, cfg: Any, seed: int, batch_size: int, bar: Any = None,
-               corrupt: Corruption | None = None, condition: str = "clean") -> FitOutcome:
+               corrupt: Corruption | None = None, condition: str = "clean",
+               landmarks: LandmarkSource | None = None) -> FitOutcome:
     """Every photo of ``setup`` fitted with preset ``cfg`` (a :class:`~fitdiff.fitting.FitConfig`), batch
     by batch; a batch fitted before (same preset, condition, seed and photos) is taken from the cache.
 
@@ -98,23 +102,28 @@ def fit_photos(setup: FitSetup, cfg: Any, seed: int, batch_size: int, bar: Any =
         bar: a progress bar advanced by the photos fitted (not by cached ones).
         corrupt: ``corrupt(part, batch) -> photos`` shown to the fit instead of the clean ones (the
             scores are always against the clean photo); ``condition`` names it in the cache key.
+        landmarks: where each fit's landmarks come from (default: the dataset's).
     """
+    landmarks = landmarks or LandmarkSource()
     acc = RowAccumulator()
     faces: list[FacePrediction] = []
     first, first_photos = None, None
     reconstructor = None
     for batch in photo_batches(len(setup.photos), batch_size):
         part = setup.photos.subset(batch)
-        key = _key(cfg, condition, seed, part.keys)
+        key = _key(cfg, condition, landmarks.key, seed, part.keys)
         if key not in setup.cache:
             if reconstructor is None:
                 from fitdiff.fitting import Reconstructor
 
                 reconstructor = Reconstructor(setup.pipeline, setup.scene, setup.guide, cfg)
             seen = part.image if corrupt is None else corrupt(part, batch)
+            points, found = landmarks(seen, part.landmarks)
             generators = sample_generators(seed, batch, 1, stream=FIT_STREAM)
-            result = reconstructor(seen, part.landmarks, generator=generators)
+            result = reconstructor(seen, points, generator=generators)
             scores = setup.metrics(result, part.image, part.landmarks, part.shape, part.diffuse)
+            if found is not None:
+                scores = {**scores, "face_found": found.double()}
             face = result.face
             predicted = FacePrediction(face.shape.detach().float().cpu(),
                                        *(face.maps[m].detach().float().cpu() for m in ("diffuse", "specular", "normals")))

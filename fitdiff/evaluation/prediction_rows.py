@@ -64,8 +64,10 @@ def unconditional_prediction(setup: FitSetup, sampler: Any, seed: int, batch_siz
 
 
 def method_predictions(setup: FitSetup, data_dir: str | Path, presets: Sequence[tuple[str, Any]], seed: int,
-                       batch_size: int, bar: Any = None) -> dict[str, FacePrediction]:
-    """Row label -> the N predicted faces: the :data:`BASELINES`, then every ``(label, preset)``.
+                       batch_size: int, bar: Any = None, landmarks: Any = None) -> dict[str, FacePrediction]:
+    """Row label -> the N predicted faces: the :data:`BASELINES`, then every ``(label, preset)`` (fitted
+    with the landmarks of ``landmarks``, a :class:`~fitdiff.evaluation.landmark_source.LandmarkSource`;
+    default the dataset's).
 
     The unconditional row samples with the first sampling preset's sampler (the checkpoint's DDIM
     schedule when every preset is the optimisation fitter).
@@ -75,5 +77,5 @@ def method_predictions(setup: FitSetup, data_dir: str | Path, presets: Sequence[
     if samplers:
         out["unconditional"] = unconditional_prediction(setup, samplers[0], seed, batch_size)
     for label, cfg in presets:
-        out[label] = fit_photos(setup, cfg, seed, batch_size, bar).prediction
+        out[label] = fit_photos(setup, cfg, seed, batch_size, bar, landmarks=landmarks).prediction
     return out

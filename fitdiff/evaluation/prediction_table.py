@@ -58,7 +58,8 @@ class PredictionTable(ReconstructionTable):
         presets = self._rows()
         bar = tqdm(total=len(presets) * len(setup.photos), desc=f"{self.name} table", disable=not self.progress,
                    dynamic_ncols=True)
-        predictions = method_predictions(setup, self.data_dir, presets, self.seed, self.batch_size, bar)
+        predictions = method_predictions(setup, self.data_dir, presets, self.seed, self.batch_size, bar,
+                                         self.landmarks)
         bar.close()
         rows = []
         for label, prediction in predictions.items():
@@ -69,7 +70,7 @@ class PredictionTable(ReconstructionTable):
         table = ResultTable(rows, self.columns, counts=["n_photos"])
         shared = self._header(setup.photos, presets, setup.lpips_state)
         # photos, manifest and checkpoint lines, then this table's own, then one line per fitted row
-        header = [*shared[:3], f"rows {', '.join(repr(b) for b in BASELINES)}: baselines (no fitting; the "
+        header = [*shared[:3], self.landmarks.describe(), f"rows {', '.join(repr(b) for b in BASELINES)}: baselines (no fitting; the "
                   "unconditional row samples the null embedding with the first sampling preset's sampler)",
                   *self.header_lines(setup), *(line for line in shared if line.startswith("row "))]
         csv_path, md_path, markdown = table.write(out_dir, self.name, title=self.title, header=header)

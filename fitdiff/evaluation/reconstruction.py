@@ -6,7 +6,9 @@ zero latent with the initial camera and lights), scores each fit with
 :class:`~fitdiff.evaluation.fit_metrics.FitMetrics` (identity by the evaluation recognizer, photometric,
 landmark, shape and albedo errors, seconds per photo), and writes ``reconstruction.{csv,md}`` in the
 common table layout (:mod:`fitdiff.evaluation.table`). Every photo's fit draws its noise from its own
-generator (seeded from ``(seed, photo)``), so a row is reproducible for a seed and batch size.
+generator (seeded from ``(seed, photo)``), so a row is reproducible for a seed and batch size. The fits
+take the dataset's landmarks, or (``table.landmarks=detected``) those the synthetic face detector finds
+on the photo (:mod:`fitdiff.evaluation.landmark_source`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from fitdiff.evaluation.checkpoints import inspect_checkpoints
 from fitdiff.evaluation.faces import FaceSet, load_faces, select_photos
 from fitdiff.evaluation.fit_metrics import FitMetrics
 from fitdiff.evaluation.fit_runs import FitSetup, fit_photos
+from fitdiff.evaluation.landmark_source import landmark_source
 from fitdiff.evaluation.sampling import resolve_device
 from fitdiff.evaluation.table import Column, ResultTable, TableRow
 from fitdiff.io import sha256_file
@@ -83,6 +86,9 @@ class ReconstructionTable:
         eval_recognizer_weights: the evaluation recognizer (default ``<data_dir>/eval_recognizer.safetensors``).
         lpips: add the LPIPS column (the ``lpips_vgg16`` asset; a random VGG without it, said in the header).
         mean_face: add the ``mean face`` baseline row.
+        landmarks: ``dataset`` (the photos' ground-truth 68 landmarks) or ``detected`` (5 found on the photo
+            each fit sees by the synthetic detector ``detector_weights``, default
+            ``<data_dir>/detector.safetensors``; rows then count ``faces_found``).
         images: photos per image grid of each fitted row (``images/<name>_<row>.png``, for the report);
             0 = none.
         name: file stem; progress: progress bar.
@@ -110,6 +116,8 @@ class ReconstructionTable:
         eval_recognizer_weights: str | None = None,
         lpips: bool = True,
         mean_face: bool = True,
+        landmarks: str = "dataset",
+        detector_weights: str | None = None,
         images: int = 0,
         name: str = "reconstruction",
         progress: bool = True,
@@ -133,6 +141,7 @@ class ReconstructionTable:
         self.eval_recognizer_weights = Path(eval_recognizer_weights or self.data_dir / "eval_recognizer.safetensors")
         self.lpips, self.mean_face, self.name, self.progress = lpips, mean_face, name, progress
         self.images = int(images)
+        self.landmarks = landmark_source(landmarks, self.data_dir, detector_weights, self.device)
 
     def _encoders(self) -> tuple[Any, Any]:
         from fitdiff.face.identity import build_identity_encoder
@@ -210,8 +219,18 @@ class ReconstructionTable:
                 condition: str = "clean") -> TableRow:
         """One row: every photo fitted with preset ``cfg`` (``corrupt(part, batch) -> photos`` first, named
         ``condition``; the scores always against the clean photo), reusing an identical earlier fit."""
-        outcome = fit_photos(setup, cfg, self.seed, self.batch_size, bar, corrupt, condition)
-        return TableRow(label, outcome.metrics, {"n_photos": len(setup.photos)})
+        outcome = fit_photos(setup, cfg, self.seed, self.batch_size, bar, corrupt, condition, self.landmarks)
+        values = dict(outcome.metrics)
+        counts = {"n_photos": len(setup.photos)}
+        found = values.pop("face_found", None)
+        if found is not None:
+            counts["faces_found"] = int(round(float(found.sum())))
+        return TableRow(label, values, counts)
+
+    @property
+    def counts(self) -> list[str]:
+        """The count columns of the table."""
+        return ["n_photos"] + (["faces_found"] if self.landmarks.detector is not None else [])
 
     def run(self, out_dir: str | Path, setup: FitSetup | None = None) -> ReconstructionResult:
         """Fit and score every row, write the files into ``out_dir`` and return the result (``setup``: one
@@ -223,7 +242,7 @@ class ReconstructionTable:
                    dynamic_ncols=True)
         table_rows = [self.fit_row(setup, cfg, label, bar) for label, cfg in rows]
         bar.close()
-        table = ResultTable(table_rows, [c for c in COLUMNS if c.key in setup.metrics.names], counts=["n_photos"])
+        table = ResultTable(table_rows, [c for c in COLUMNS if c.key in setup.metrics.names], counts=self.counts)
         header = self._header(setup.photos, rows, setup.lpips_state)
         csv_path, md_path, markdown = table.write(out_dir, self.name, title=self.title, header=header)
         log.info("wrote %s, %s", csv_path, md_path)
@@ -241,7 +260,8 @@ class ReconstructionTable:
 
             for label, cfg in rows:
                 for condition, corrupt in conditions:
-                    outcome = fit_photos(setup, cfg, self.seed, self.batch_size, None, corrupt, condition)
+                    outcome = fit_photos(setup, cfg, self.seed, self.batch_size, None, corrupt, condition,
+                                         self.landmarks)
                     name = label if condition == "clean" and len(conditions) == 1 else f"{label} / {condition}"
                     path = write_fit_grid(out_dir / "images", f"{self.name}_{slug(name)}", setup.scene, outcome,
                                           self.images)
@@ -262,6 +282,7 @@ class ReconstructionTable:
             f"identity (eval): evaluation recognizer {self.eval_recognizer_weights.name} (sha256 "
             f"{sha256_file(self.eval_recognizer_weights)}), never used to condition or guide; identity (guide): the "
             f"guiding recognizer {self.recognizer_weights.name} (sha256 {sha256_file(self.recognizer_weights)})",
+            self.landmarks.describe(),
             f"photo LPIPS: {lpips_state}",
             f"seconds per photo: wall clock on this machine ({platform.processor() or platform.machine()}, "
             f"{torch.get_num_threads()} threads, {self.device}), initialisation included",

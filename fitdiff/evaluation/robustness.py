@@ -3,8 +3,9 @@
 ``python evaluate.py table=robustness ckpts=[CKPT]`` fits the held-out photos of the reconstruction
 table once clean and once under each corruption of :mod:`fitdiff.evaluation.corruptions` (occluder,
 strong side light, Gaussian noise, JPEG) with each preset of ``table.presets`` (guided FitDiff and the
-optimisation fitter by default). The fit sees the corrupted photo and the dataset's landmarks (not
-re-detected); shape error, identity similarity (evaluation recognizer, against the **clean** photo) and
+optimisation fitter by default). The fit sees the corrupted photo, with the dataset's landmarks or, with
+``table.landmarks=detected``, the landmarks the synthetic face detector finds on the corrupted photo
+(:mod:`fitdiff.evaluation.landmark_source`: then a corruption reaches the landmark term too); shape error, identity similarity (evaluation recognizer, against the **clean** photo) and
 the other :class:`~fitdiff.evaluation.fit_metrics.FitMetrics` columns are measured as in the
 reconstruction table. Rows are ``<preset> / <condition>``; a section lists each preset's degradation
 (corrupted minus clean, mean over the corruptions) of shape error and identity similarity, and whether
@@ -82,10 +83,11 @@ class RobustnessTable(ReconstructionTable):
                 rows.append(self.fit_row(setup, cfg, f"{label} / {_LABELS[condition]}", bar,
                                          self._corrupt(condition, setup.scene), condition))
         bar.close()
-        table = ResultTable(rows, [c for c in COLUMNS if c.key in setup.metrics.names], counts=["n_photos"])
+        table = ResultTable(rows, [c for c in COLUMNS if c.key in setup.metrics.names], counts=self.counts)
         header = self._header(setup.photos, presets, setup.lpips_state)
+        source = "the dataset's landmarks" if self.landmarks.detector is None else "landmarks detected on it"
         header.insert(1, "conditions: clean, " + ", ".join(_LABELS[c] for c in self.corruptions) + " (fit on the "
-                      "corrupted photo with the dataset's landmarks; scored against the clean photo)")
+                      f"corrupted photo with {source}; scored against the clean photo)")
         section = self._degradation(table, [label for label, _ in presets], conditions)
         csv_path, md_path, markdown = table.write(out_dir, self.name, title=self.title, header=header,
                                                   sections=[section])

@@ -28,7 +28,8 @@ so running it twice is cheap. Stages, in order:
    table, no ``guided_x0`` row): the
    conditioning, reconstruction, robustness, reflectance, shape and ablation tables with their plots,
    image grids and ``report.html``, in ``evaluate/``. ``make tables`` runs the full tables (40 photos,
-   every preset and corruption) into ``tables/``.
+   every preset and corruption; the robustness fits with landmarks detected on the corrupted photos,
+   :data:`FULL_TABLES`) into ``tables/``.
 
 Modules: :mod:`~fitdiff.quickstart.stages` (the stages above), :mod:`~fitdiff.quickstart.settings` (the
 dataset settings and the tables subset), :mod:`~fitdiff.quickstart.launch` (running the tools in this
@@ -37,8 +38,8 @@ process), :mod:`~fitdiff.quickstart.inputs` (held-out files for the tools), :mod
 
 from fitdiff.config.compose import compose_experiment, experiment_names
 from fitdiff.quickstart.cli import main, tables_main
-from fitdiff.quickstart.settings import QUICKSTART_TABLES, SYNTHETIC_SETTINGS
+from fitdiff.quickstart.settings import FULL_TABLES, QUICKSTART_TABLES, SYNTHETIC_SETTINGS
 from fitdiff.quickstart.stages import STAGES
 
-__all__ = ["main", "tables_main", "STAGES", "QUICKSTART_TABLES", "SYNTHETIC_SETTINGS", "compose_experiment",
-           "experiment_names"]
+__all__ = ["main", "tables_main", "STAGES", "QUICKSTART_TABLES", "FULL_TABLES", "SYNTHETIC_SETTINGS",
+           "compose_experiment", "experiment_names"]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fitdiff.config.compose import REPO_ROOT
 from fitdiff.quickstart.launch import run_child
+from fitdiff.quickstart.settings import FULL_TABLES
 from fitdiff.quickstart.stages import ABLATION_STAGES, STAGES, diffusion_runs, evaluate_args, finished
 
 __all__ = ["main", "tables_main"]
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def tables_main(argv: list[str] | None = None) -> int:
     """``make tables``: the full ``evaluate.py table=all`` (40 held-out photos, every preset and
-    corruption) on the quickstart's checkpoints, into ``<out>/tables``."""
+    corruption; :data:`FULL_TABLES`) on the quickstart's checkpoints, into ``<out>/tables``."""
     parser = argparse.ArgumentParser(prog="python -m fitdiff.quickstart tables")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--ablations", action="store_true", help="also compare experiment=ablation_none")
@@ -63,7 +64,7 @@ def tables_main(argv: list[str] | None = None) -> int:
         log.error("no finished diffusion run in %s: run make quickstart first", ", ".join(map(str, missing)))
         return 2
     start = time.perf_counter()
-    run_child("evaluate.py", [*evaluate_args(args.out, args.ablations), *args.overrides,
+    run_child("evaluate.py", [*evaluate_args(args.out, args.ablations), *FULL_TABLES, *args.overrides,
                               f"hydra.run.dir={args.out / 'tables'}"])
     log.info("full tables in %s (%.1f min); report %s", args.out / "tables", (time.perf_counter() - start) / 60,
              args.out / "tables" / "report.html")
