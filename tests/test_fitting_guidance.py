@@ -190,6 +190,26 @@ def test_optimisation_fitter_lowers_the_loss_and_keeps_padding_zero(pipeline, sc
     assert torch.equal(z, pipeline.layout.apply_mask(z)) and torch.equal(z0, torch.zeros_like(z0))
 
 
+def test_the_anchor_holds_the_shape_near_the_start_latents(pipeline, scene, recognizer):
+    hook, target = _guidance(pipeline, scene, recognizer, "x0")
+    g = torch.Generator().manual_seed(5)
+    z0 = pipeline.layout.apply_mask(torch.randn(1, *pipeline.latent_shape, generator=g))
+    with torch.no_grad():
+        start = pipeline.decode(z0).shape
+    moved = {}
+    for anchor in (0.0, 100.0):
+        params = SceneParameters(hook.params.camera(), hook.params.sh.detach().clone())
+        z, history = optimize_latent(z0, pipeline.decode, hook.loss, params, target,
+                                     OptimizeConfig(steps=10, lr=0.05, anchor=anchor), mask=pipeline.layout.apply_mask)
+        with torch.no_grad():
+            moved[anchor] = float((pipeline.decode(z).shape - start).pow(2).mean())
+        assert ("anchor" in history[0]) == (anchor > 0)
+    assert history[0]["anchor"] == 0.0  # the first step decodes the start latent itself
+    assert moved[100.0] < 0.5 * moved[0.0] and moved[0.0] > 0
+    with pytest.raises(ValueError, match="must be >= 0"):
+        OptimizeConfig(anchor=-1.0)
+
+
 @pytest.mark.parametrize("preset", ["unguided", "guided_x0", "guided_eps", "optimize"])
 def test_every_preset_reconstructs_a_photo(pipeline, scene, recognizer, preset):
     overrides = ["optimize.steps=3"] if preset == "optimize" else ["sampler.num_inference_steps=4", "polish.steps=2"]

@@ -6,7 +6,11 @@ with straight-through gradients) and, jointly, the camera and lights of
 :class:`~fitdiff.fitting.scene_params.SceneParameters`. Started from z = 0 (every channel at its
 training mean: the mean face and mean reflectance) it is the optimisation-based baseline that guided
 sampling is measured against; started from a sample it is the optional final polish of guided
-reconstruction. No diffusion prior is involved, only the loss's own coefficient prior.
+reconstruction. No diffusion prior is involved, only the loss's own coefficient prior and, with
+``anchor > 0``, a pull of the shape coefficients towards those the start latent decodes to:
+``anchor * mean_k (c_k - c_k^start)^2`` (std units; from a guided sample it keeps what the identity
+conditioning put into the shape where the photo does not constrain it; from z = 0 it is a second prior
+towards the mean face).
 """
 
 from __future__ import annotations
@@ -32,15 +36,17 @@ class OptimizeConfig:
         lr: learning rate of the latent (normalised units).
         camera_lr, light_lr: learning rates of the camera (radians, depth fractions) and light updates
             (0 = fixed).
+        anchor: weight of the pull of the shape coefficients towards the start latent's (0 = none).
     """
 
     steps: int = 50
     lr: float = 0.05
     camera_lr: float = 1e-3
     light_lr: float = 1e-2
+    anchor: float = 0.0
 
     def __post_init__(self) -> None:
-        if min(self.steps, self.lr, self.camera_lr, self.light_lr) < 0:
+        if min(self.steps, self.lr, self.camera_lr, self.light_lr, self.anchor) < 0:
             raise ValueError(f"steps and learning rates must be >= 0, got {self}")
 
 
@@ -74,12 +80,19 @@ def optimize_latent(
     if config.light_lr > 0:
         groups.append({"params": params.light_parameters(), "lr": config.light_lr})
     optimizer = torch.optim.Adam(groups)
+    start = None
+    if config.anchor > 0 and config.steps > 0:
+        with torch.no_grad():
+            start = decode(latent).shape.detach()
     history: list[dict[str, float]] = []
     for step in range(config.steps):
         optimizer.zero_grad(set_to_none=True)
         with torch.enable_grad():
             face = decode(latent)
             total, terms = loss(face.maps, face.shape, params, target)
+            if start is not None:
+                terms = {**terms, "anchor": (face.shape - start).pow(2).mean(1)}
+                total = total + config.anchor * terms["anchor"]
             total.sum().backward()
         optimizer.step()
         if mask is not None:
