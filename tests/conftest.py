@@ -135,7 +135,8 @@ def tiny_synthetic(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_detector(tiny_synthetic):
-    """``detector.safetensors`` trained on ``tiny_synthetic``'s training photos (by the real command)."""
+    """``detector.safetensors`` trained on ``tiny_synthetic``'s training photos (by the real command; 60 epochs:
+    with 30 its specificity on the 12 held-out backgrounds was 0.75 on one machine, below the test's 0.9)."""
     import importlib.util
     from pathlib import Path
 
@@ -145,7 +146,7 @@ def tiny_detector(tiny_synthetic):
     spec.loader.exec_module(module)
     threads = torch.get_num_threads()
     try:
-        assert module.main(["--data", str(tiny_synthetic), "--epochs", "30", "--batch-size", "8",
+        assert module.main(["--data", str(tiny_synthetic), "--epochs", "60", "--batch-size", "8",
                             "--threads", "1"]) == 0
     finally:
         torch.set_num_threads(threads)
