@@ -137,17 +137,6 @@ def tiny_synthetic(tmp_path_factory):
 def tiny_detector(tiny_synthetic):
     """``detector.safetensors`` trained on ``tiny_synthetic``'s training photos (by the real command; 60 epochs:
     with 30 its specificity on the 12 held-out backgrounds was 0.75 on one machine, below the test's 0.9)."""
-    import importlib.util
-    from pathlib import Path
+    from helpers import train_detector
 
-    script = Path(__file__).resolve().parents[1] / "data_prep" / "train_detector.py"
-    spec = importlib.util.spec_from_file_location("train_detector", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    threads = torch.get_num_threads()
-    try:
-        assert module.main(["--data", str(tiny_synthetic), "--epochs", "60", "--batch-size", "8",
-                            "--threads", "1"]) == 0
-    finally:
-        torch.set_num_threads(threads)
-    return tiny_synthetic / "detector.safetensors"
+    return train_detector(tiny_synthetic, epochs=60)

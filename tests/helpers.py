@@ -84,3 +84,23 @@ def full_disk(monkeypatch, free: int) -> Disk:
 def leftovers(folder: Path) -> list[str]:
     """Unfinished files under ``folder``: atomic writers' ``*.tmp`` and shard writers' ``*.partial``."""
     return sorted(p.name for p in folder.rglob("*") if p.name.endswith((".tmp", ".partial")))
+
+
+def train_detector(data: Path, epochs: int, batch_size: int = 8) -> Path:
+    """``data/detector.safetensors`` trained by the real command (``data_prep/train_detector.py``, one
+    thread, this process); the caller's torch thread count is restored."""
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("train_detector", REPO_ROOT / "data_prep" / "train_detector.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    threads = torch.get_num_threads()
+    try:
+        code = module.main(["--data", str(data), "--epochs", str(epochs), "--batch-size", str(batch_size),
+                            "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0, f"train_detector.py --data {data} exited with {code}"
+    return Path(data) / "detector.safetensors"

@@ -8,6 +8,7 @@ import pytest
 from test_evaluation_conditioning import _checkpoint, _compose, _synthetic
 
 from fitdiff.config.errors import ConfigError
+from helpers import train_detector
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -60,30 +61,12 @@ def test_reconstruction_table_needs_one_checkpoint_and_the_judge(assets, tmp_pat
         table.run(tmp_path / "out")
 
 
-def _train_detector(data, epochs: int = 5) -> None:
-    """``data/detector.safetensors`` by the real command (a few epochs: the tests need a file, not accuracy)."""
-    import importlib.util
-    from pathlib import Path
-
-    import torch
-
-    script = Path(__file__).resolve().parents[1] / "data_prep" / "train_detector.py"
-    spec = importlib.util.spec_from_file_location("train_detector", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    threads = torch.get_num_threads()
-    try:
-        assert module.main(["--data", str(data), "--epochs", str(epochs), "--batch-size", "8", "--threads", "1"]) == 0
-    finally:
-        torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
 def test_robustness_table_end_to_end_with_detected_landmarks(assets, tmp_path):
     from fitdiff import tasks
 
     folder, ckpt = assets
-    _train_detector(folder / "synthetic")
+    train_detector(folder / "synthetic", epochs=5)
     fast = ["table.n_photos=2", "table.batch_size=2", "table.lpips=false", "table.progress=false",
             f"table.preset_overrides={{guided_eps:[{_STEPS},'polish.steps=1'],optimize:['optimize.steps=2']}}"]
     cfg = _compose(tmp_path, f"ckpts=[{ckpt}]", f"paths.data_dir={folder}", *fast, "table.landmarks=detected",
@@ -118,7 +101,7 @@ def test_detected_landmarks_come_from_the_photo_the_fit_sees(assets, tmp_path):
     with pytest.raises(ConfigError, match="not a synthetic face detector"):
         landmark_source("detected", data, not_a_detector)
 
-    _train_detector(data, epochs=2)
+    train_detector(data, epochs=2)
     photos = load_faces(data, ["val"], with_photos=True)
     clean = photos.image[:2]
     given = photos.landmarks[:2]
