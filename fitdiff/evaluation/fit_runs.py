@@ -6,10 +6,11 @@ with fitting presets (``experiments/fitting/``). :func:`fit_photos` fits every p
 ``(seed, i)``, batch by batch) and keeps the outcome in the setup's cache, batch by batch, keyed by
 everything that decides a batch's fits: the preset's full description, the photo condition (clean or a
 corruption), where the landmarks come from (:mod:`fitdiff.evaluation.landmark_source`), the seed and the
-batch's photos. Setups of one checkpoint may share one cache (their photo
-sets differ only in length), so the first batch of a shorter photo list is the longer list's. ``evaluate.py table=all`` gives all its tables one setup, so the guided fits of the
-reconstruction table are the clean rows of the robustness table and the predictions of the reflectance
-and shape tables, instead of being sampled again.
+batch's photos. Setups of one checkpoint may share one cache (their photo sets differ only in length),
+so the first batch of a shorter photo list is the longer list's. ``evaluate.py table=all`` gives all its
+tables one setup, so the guided fits of the reconstruction table are the predictions of the reflectance
+and shape tables and, when both take the same landmarks, the clean rows of the robustness table, instead
+of being sampled again.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def fit_photos(setup: FitSetup, cfg: Any, seed: int, batch_size: int, bar: Any =
                corrupt: Corruption | None = None, condition: str = "clean",
                landmarks: LandmarkSource | None = None) -> FitOutcome:
     """Every photo of ``setup`` fitted with preset ``cfg`` (a :class:`~fitdiff.fitting.FitConfig`), batch
-    by batch; a batch fitted before (same preset, condition, seed and photos) is taken from the cache.
+    by batch; a batch fitted before (same preset, condition, landmarks, seed and photos) is taken from the cache.
 
     Args:
         seed: base seed of the per-photo generators; batch_size: photos fitted together.
