@@ -49,7 +49,8 @@ def _checkpoint(folder, name: str, conditioning: str = "spade", ae_name: str = "
     of the tiny autoencoder ``folder/ae_name`` (made when missing)."""
     from fitdiff.autoencoder.branched import BranchedVQAutoencoder
     from fitdiff.autoencoder.weights import export_safetensors, load_autoencoder
-    from fitdiff.ldm.layout import LatentLayout, LatentStats
+    from fitdiff.ldm.latent_stats import LatentStats
+    from fitdiff.ldm.layout import LatentLayout
     from fitdiff.ldm.module import LatentDiffusionModule
 
     ae_path = folder / ae_name

@@ -16,7 +16,8 @@ import torch
 
 from fitdiff.autoencoder.branched import BranchedVQAutoencoder
 from fitdiff.data.fields import REFLECTANCE_MAPS
-from fitdiff.ldm.layout import LatentLayout, LatentStats
+from fitdiff.ldm.latent_stats import LatentStats
+from fitdiff.ldm.layout import LatentLayout
 
 __all__ = ["LatentBatch", "latent_batch"]
 

@@ -289,11 +289,3 @@ class LatentLayout:
         return (f"LatentLayout([{parts} | shape:{self.shape_channels}] x {self.height}x{self.width}, K={self.shape_dim}, "
                 f"{self.packing}{'' if self.packing == 'flat' else f' tile {self.tile[0]}x{self.tile[1]}'})")
 
-
-def __getattr__(name: str) -> Any:
-    """``LatentStats`` / ``LatentStatsAccumulator`` live in :mod:`fitdiff.ldm.latent_stats` (importable here too)."""
-    if name in ("LatentStats", "LatentStatsAccumulator"):
-        from fitdiff.ldm import latent_stats
-
-        return getattr(latent_stats, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,7 +9,7 @@ denoiser), ``model.noise_scheduler`` (diffusers' DDPMScheduler with the ldm_line
 What a training step does (the parts are named components; the maths is in ``fitdiff/diffusion``):
 
 1. batch -> packed, normalised latent z_0 (:class:`~fitdiff.ldm.layout.LatentLayout`,
-   :class:`~fitdiff.ldm.layout.LatentStats`); pre-encoded latent batches are used as they are, batches
+   :class:`~fitdiff.ldm.latent_stats.LatentStats`); pre-encoded latent batches are used as they are, batches
    of maps are encoded by the frozen autoencoder;
 2. t ~ U{0..T-1}, x_t = scheduler.add_noise(z_0, eps, t); the identity is replaced by the learned null
    embedding with probability ``p_uncond``;
@@ -41,7 +41,8 @@ from fitdiff.diffusion import DiffusionObjective, Sampler, alphas_cumprod
 from fitdiff.io import sha256_file
 from fitdiff.ldm.ema import DenoiserEMA
 from fitdiff.ldm.latent_batch import LatentBatch, latent_batch
-from fitdiff.ldm.layout import LatentLayout, LatentStats
+from fitdiff.ldm.latent_stats import LatentStats
+from fitdiff.ldm.layout import LatentLayout
 from fitdiff.ldm.pipeline import FitDiffPipeline
 from fitdiff.optim import build_optimizer, build_scheduler, config_node, plain
 

@@ -25,7 +25,8 @@ from torch import nn
 
 from fitdiff.autoencoder.branched import BranchedVQAutoencoder
 from fitdiff.diffusion import Sampler, cfg_model_fn
-from fitdiff.ldm.layout import LatentLayout, LatentStats
+from fitdiff.ldm.latent_stats import LatentStats
+from fitdiff.ldm.layout import LatentLayout
 
 __all__ = ["DecodedFace", "FitDiffPipeline"]
 

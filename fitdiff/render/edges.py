@@ -1,4 +1,5 @@
-"""Edge functions and the fill rule of the rasteriser, and point-to-triangle distances for its soft band.
+"""Edge functions and the fill rule of the rasteriser, the triangles it may draw, and point-to-triangle
+distances for its soft band.
 
 Coverage. A pixel centre p is inside a triangle when each of its three oriented edge functions
 ``E(p) = A x + B y + C`` (positive inside, pixel coordinates with y down) is positive. A centre exactly on
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["signed_area2", "edge_functions", "tie_breaks", "inside", "point_triangle_distance"]
+__all__ = ["signed_area2", "drawable_faces", "edge_functions", "tie_breaks", "inside", "point_triangle_distance"]
 
 
 def signed_area2(tri_xy: torch.Tensor) -> torch.Tensor:
@@ -27,6 +28,30 @@ def signed_area2(tri_xy: torch.Tensor) -> torch.Tensor:
     A triangle counter-clockwise as seen by the camera (front-facing) has a negative value."""
     x0, y0 = tri_xy[..., 0, 0], tri_xy[..., 0, 1]
     return (tri_xy[..., 1, 0] - x0) * (tri_xy[..., 2, 1] - y0) - (tri_xy[..., 1, 1] - y0) * (tri_xy[..., 2, 0] - x0)
+
+
+@torch.no_grad()
+def drawable_faces(
+    tri_xy: torch.Tensor, tri_z: torch.Tensor, cull_backfaces: bool, znear: float, zfar: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which triangles may be drawn.
+
+    Args:
+        tri_xy: (B, F, 3, 2) projected corners in pixels; tri_z: (B, F, 3) corner depths.
+
+    Returns:
+        drawable (B, F) bool: all corners beyond ``znear``, some corner before ``zfar``, non-degenerate,
+        finite, and front-facing when ``cull_backfaces``; front (B, F) bool: counter-clockwise as seen by
+        the camera.
+    """
+    area2 = signed_area2(tri_xy)
+    front = area2 < 0
+    z0, z1, z2 = tri_z.unbind(-1)
+    drawable = (z0 > znear) & (z1 > znear) & (z2 > znear) & (torch.minimum(torch.minimum(z0, z1), z2) < zfar)
+    drawable &= (area2.abs() > 1e-12) & torch.isfinite(area2)
+    if cull_backfaces:
+        drawable &= front
+    return drawable, front
 
 
 def edge_functions(tri_xy: torch.Tensor, tri_faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -29,7 +29,14 @@ import logging
 
 import torch
 
-from fitdiff.render.edges import edge_functions, inside, point_triangle_distance, signed_area2, tie_breaks
+from fitdiff.render.edges import (
+    drawable_faces,
+    edge_functions,
+    inside,
+    point_triangle_distance,
+    signed_area2,
+    tie_breaks,
+)
 from fitdiff.render.fragments import Fragments
 
 __all__ = ["rasterize", "silhouette_faces", "drawable_faces"]
@@ -155,30 +162,6 @@ def _bbox(tri_xy: torch.Tensor, height: int, width: int, pad: float) -> tuple[to
     bw = (xmax - xmin + 1).clamp(min=0)
     bh = (ymax - ymin + 1).clamp(min=0)
     return xmin, ymin, bw, bh
-
-
-@torch.no_grad()
-def drawable_faces(
-    tri_xy: torch.Tensor, tri_z: torch.Tensor, cull_backfaces: bool, znear: float, zfar: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Which triangles may be drawn.
-
-    Args:
-        tri_xy: (B, F, 3, 2) projected corners in pixels; tri_z: (B, F, 3) corner depths.
-
-    Returns:
-        drawable (B, F) bool: all corners beyond ``znear``, some corner before ``zfar``, non-degenerate,
-        finite, and front-facing when ``cull_backfaces``; front (B, F) bool: counter-clockwise as seen by
-        the camera.
-    """
-    area2 = signed_area2(tri_xy)
-    front = area2 < 0
-    z0, z1, z2 = tri_z.unbind(-1)
-    drawable = (z0 > znear) & (z1 > znear) & (z2 > znear) & (torch.minimum(torch.minimum(z0, z1), z2) < zfar)
-    drawable &= (area2.abs() > 1e-12) & torch.isfinite(area2)
-    if cull_backfaces:
-        drawable &= front
-    return drawable, front
 
 
 @torch.no_grad()

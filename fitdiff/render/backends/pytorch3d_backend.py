@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from fitdiff.render.rasterizer import drawable_faces
+from fitdiff.render.edges import drawable_faces
 
 __all__ = ["is_available", "visibility"]
 
