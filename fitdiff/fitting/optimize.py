@@ -80,17 +80,16 @@ def optimize_latent(
     if config.light_lr > 0:
         groups.append({"params": params.light_parameters(), "lr": config.light_lr})
     optimizer = torch.optim.Adam(groups)
-    start = None
-    if config.anchor > 0 and config.steps > 0:
-        with torch.no_grad():
-            start = decode(latent).shape.detach()
+    start = None  # the start latent's shape: decoded by the first step, before any update
     history: list[dict[str, float]] = []
     for step in range(config.steps):
         optimizer.zero_grad(set_to_none=True)
         with torch.enable_grad():
             face = decode(latent)
             total, terms = loss(face.maps, face.shape, params, target)
-            if start is not None:
+            if config.anchor > 0:
+                if start is None:
+                    start = face.shape.detach()
                 terms = {**terms, "anchor": (face.shape - start).pow(2).mean(1)}
                 total = total + config.anchor * terms["anchor"]
             total.sum().backward()
