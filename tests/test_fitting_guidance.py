@@ -210,6 +210,34 @@ def test_the_anchor_holds_the_shape_near_the_start_latents(pipeline, scene, reco
         OptimizeConfig(anchor=-1.0)
 
 
+def test_the_conditional_shape_prior_is_centred_on_the_unguided_conditional_mean(pipeline, scene, recognizer):
+    photo, landmarks = _photo(scene, pipeline)
+    steps = ["sampler.num_inference_steps=4"]
+    unguided = Reconstructor(pipeline, scene, recognizer, load_preset("unguided", steps))(
+        photo, landmarks, generator=[torch.Generator().manual_seed(0)])
+    cfg = load_preset("guided_x0", [*steps, "polish.steps=2", "shape_prior=conditional"])
+    assert cfg.describe()["shape_prior"] == "conditional"
+    out = Reconstructor(pipeline, scene, recognizer, cfg)(photo, landmarks, generator=[torch.Generator().manual_seed(0)])
+    centre = out.target.prior_shape
+    # the same start noise, shape channels zeroed (the unguided preset's shape temperature 0): its shape
+    assert centre is not None and torch.allclose(centre, unguided.face.shape, atol=1e-5)
+    assert float(centre.abs().max()) > 0
+    # the loss's prior term is the distance to that centre, not to the mean face
+    weights = LossWeights(identity=0.0, landmarks=0.0, pixel=0.0, prior=1.0)
+    loss = FitLoss(scene, None, weights)
+    _, at_centre = loss(out.face.maps, centre, out.params, out.target)
+    _, at_mean = loss(out.face.maps, torch.zeros_like(centre), out.params, out.target)
+    assert float(at_centre["prior"]) == 0.0
+    assert math.isclose(float(at_mean["prior"]), float(centre.pow(2).mean()), rel_tol=1e-5)
+    default = Reconstructor(pipeline, scene, recognizer, load_preset("guided_x0", [*steps, "polish.steps=0"]))(
+        photo, landmarks, generator=[torch.Generator().manual_seed(0)])
+    assert default.target.prior_shape is None
+    with pytest.raises(ValueError, match="needs the diffusion model"):
+        load_preset("optimize", ["shape_prior=conditional"])
+    with pytest.raises(ValueError, match="shape_prior must be one of"):
+        load_preset("guided_x0", ["shape_prior=median"])
+
+
 @pytest.mark.parametrize("preset", ["unguided", "guided_x0", "guided_eps", "optimize"])
 def test_every_preset_reconstructs_a_photo(pipeline, scene, recognizer, preset):
     overrides = ["optimize.steps=3"] if preset == "optimize" else ["sampler.num_inference_steps=4", "polish.steps=2"]

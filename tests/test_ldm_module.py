@@ -69,6 +69,37 @@ def test_p_uncond_one_always_trains_with_the_null_embedding(latent_dataset, p_un
     assert bool(masks.all()) is expect_all and bool(masks.any()) is expect_all
 
 
+def test_identity_noise_perturbs_the_training_embeddings_only(latent_dataset):
+    from fitdiff.config.errors import ConfigError
+
+    module = _module(latent_dataset, identity_noise=0.5)
+    lb = module.latents(_batch(latent_dataset, 8))
+    torch.manual_seed(0)
+    noisy = module.augment_identity(lb)
+    assert torch.allclose(noisy.identity.norm(dim=-1), torch.ones(8), atol=1e-5)
+    cos = (noisy.identity * lb.identity).sum(-1)
+    # noise of norm ~0.5 on a unit vector: cos ~ 1 / sqrt(1 + 0.25) = 0.89
+    assert float(cos.mean()) == pytest.approx(0.894, abs=0.03) and torch.equal(noisy.z0, lb.z0)
+    seen = []
+    original = module.denoiser.forward
+
+    def spy(x, t, cond=None, uncond_mask=None):
+        seen.append(cond.clone())
+        return original(x, t, cond, uncond_mask)
+
+    module.denoiser.forward = spy
+    module.log = lambda *a, **k: None
+    batch = _batch(latent_dataset, 8)
+    module.training_step(batch, 0)
+    assert not torch.allclose(seen[-1], module.latents(batch).identity)
+    module.validation_step(batch, 0)  # validation sees the embeddings as they are
+    assert torch.allclose(seen[-1], module.latents(batch).identity)
+    assert module.augment_identity(lb) is not lb
+    assert _module(latent_dataset).augment_identity(lb) is lb
+    with pytest.raises(ConfigError, match="identity_noise"):
+        _module(latent_dataset, identity_noise=-1.0)
+
+
 def test_latents_are_normalised_with_padding_masked(latent_dataset):
     module = _module(latent_dataset)
     lb = module.latents(_batch(latent_dataset, 8))

@@ -7,7 +7,12 @@ photo (outside the face the render *is* the photo) and returns per photo (B,)
           + w_lpips * LPIPS(render, photo)                perceptual (VGG LPIPS, inputs in [-1, 1])
           + w_lmk * mean_i |proj_i - lmk_i| / H           landmarks, fraction of the image height
           + w_pix * sum(alpha |render - photo|) / (3 sum alpha)   masked L1, display space
-          + w_prior * mean_k c_k^2                        shape coefficient prior (std units)
+          + w_prior * mean_k (c_k - c_k^prior)^2          shape coefficient prior (std units)
+
+The prior's centre c^prior is the target's ``prior_shape``: none (0, the mean face) for the
+optimisation fitter, which knows nothing of the person; for guided reconstruction with
+``shape_prior: conditional`` the conditional mean shape that the diffusion model gives the photo's
+identity embedding (:class:`~fitdiff.fitting.reconstructor.Reconstructor`). The weight is the same.
 
 The render is aligned for the recognizer with the photo's own 5 landmarks, so both embeddings see the
 same crop. A weight of 0 skips its term (LPIPS is then never built).
@@ -39,19 +44,22 @@ class FitTarget:
         landmarks: (B, L, 2) pixels, L = 68 (the shape model's 68-point set) or 5 (ArcFace order).
         five: (B, 5, 2) ArcFace-order pixels that align the photo and the render for the recognizer.
         identity: (B, D) unit embeddings of the photos by the guiding recognizer.
+        prior_shape: (B, K) centre of the shape prior (std units); None = 0, the mean face.
     """
 
     photo: torch.Tensor
     landmarks: torch.Tensor
     five: torch.Tensor
     identity: torch.Tensor
+    prior_shape: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
         return int(self.photo.shape[0])
 
     def to(self, device: torch.device | str) -> FitTarget:
-        return FitTarget(*(t.to(device) for t in (self.photo, self.landmarks, self.five, self.identity)))
+        prior = None if self.prior_shape is None else self.prior_shape.to(device)
+        return FitTarget(*(t.to(device) for t in (self.photo, self.landmarks, self.five, self.identity)), prior)
 
 
 @dataclass
@@ -127,7 +135,8 @@ class FitLoss(nn.Module):
             terms["pixel"] = (alpha * (out.image - photo).abs()).sum((1, 2, 3)) / (
                 3.0 * alpha.sum((1, 2, 3)).clamp(min=1.0))
         if w.prior > 0:
-            terms["prior"] = shape.pow(2).mean(1)
+            centre = target.prior_shape
+            terms["prior"] = (shape if centre is None else shape - centre.to(shape)).pow(2).mean(1)
         total = zero
         for name, value in terms.items():
             total = total + getattr(w, name) * value

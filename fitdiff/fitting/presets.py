@@ -39,7 +39,7 @@ def preset_from_mapping(node: dict[str, Any], where: str = "fitting preset") -> 
     """:class:`FitConfig` from a resolved preset mapping (the sampler node is instantiated)."""
     from hydra.utils import instantiate
 
-    allowed = {"name", "method", "sampler", "guidance_scale", "shape_temperature", "guidance", "loss", "camera", "optimize", "polish"}
+    allowed = {"name", "method", "sampler", "guidance_scale", "shape_temperature", "shape_prior", "guidance", "loss", "camera", "optimize", "polish"}
     unknown = sorted(set(node) - allowed)
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(allowed))})")
@@ -50,6 +50,7 @@ def preset_from_mapping(node: dict[str, Any], where: str = "fitting preset") -> 
         sampler=sampler,
         guidance_scale=float(node.get("guidance_scale", 1.0)),
         shape_temperature=float(node.get("shape_temperature", 1.0)),
+        shape_prior=str(node.get("shape_prior", "mean")),
         guidance=_section(node, "guidance", GuidanceConfig, where),
         loss=_section(node, "loss", LossWeights, where),
         camera=_section(node, "camera", CameraInitConfig, where),

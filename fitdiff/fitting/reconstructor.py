@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from diffusers.utils.torch_utils import randn_tensor
 
 from fitdiff.data.landmarks import five_point_landmarks
 from fitdiff.diffusion import Sampler
@@ -42,6 +43,7 @@ from fitdiff.ldm.pipeline import DecodedFace, FitDiffPipeline
 __all__ = ["METHODS", "CameraInitConfig", "FitConfig", "Reconstruction", "Reconstructor"]
 
 METHODS = ("unguided", "guided", "optimize")
+SHAPE_PRIORS = ("mean", "conditional")
 
 
 @dataclass
@@ -63,6 +65,11 @@ class FitConfig:
         guidance_scale: classifier-free guidance s of the conditional sampling.
         shape_temperature: factor in [0, 1] on the shape channels' start noise (1 = sample the shape,
             0 = the conditional mean shape; :meth:`~fitdiff.ldm.pipeline.FitDiffPipeline.sample`).
+        shape_prior: centre of the loss's shape prior: ``mean`` (the mean face, 0) or ``conditional``
+            (``guided`` and ``unguided`` only): the conditional mean shape of the photo's identity, the
+            shape of deterministic DDIM from the same start noise with the shape channels' noise zeroed
+            (one unguided pass more; docs/DESIGN.md §6). What the identity embedding says of the
+            shape then stays in the fit where the photo does not pin it.
         guidance: the guidance rule and its schedule (``guided``).
         loss: the fitting loss weights (guidance, optimisation, polish, scene refinement).
         camera: camera initialisation.
@@ -75,6 +82,7 @@ class FitConfig:
     sampler: Sampler | None = None
     guidance_scale: float = 1.0
     shape_temperature: float = 1.0
+    shape_prior: str = "mean"
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
     loss: LossWeights = field(default_factory=LossWeights)
     camera: CameraInitConfig = field(default_factory=CameraInitConfig)
@@ -86,12 +94,19 @@ class FitConfig:
             raise ValueError(f"fitting method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.method != "optimize" and self.sampler is None:
             raise ValueError(f"fitting preset {self.name!r} ({self.method}) needs a sampler")
+        if self.shape_prior not in SHAPE_PRIORS:
+            raise ValueError(f"fitting preset {self.name!r}: shape_prior must be one of {', '.join(SHAPE_PRIORS)}, "
+                             f"got {self.shape_prior!r}")
+        if self.shape_prior == "conditional" and self.method == "optimize":
+            raise ValueError(f"fitting preset {self.name!r}: shape_prior=conditional needs the diffusion model; "
+                             "the optimisation fitter (method optimize) has only the mean face")
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready description (the sampler by its scheduler, steps and eta)."""
         from dataclasses import asdict
 
         out = {"name": self.name, "method": self.method, "guidance_scale": self.guidance_scale,
+               "shape_temperature": self.shape_temperature, "shape_prior": self.shape_prior,
                "sampler": self.sampler.describe() if self.sampler is not None else None}
         for key in ("guidance", "loss", "camera", "optimize", "polish"):
             out[key] = asdict(getattr(self, key))
@@ -165,6 +180,14 @@ class Reconstructor:
                            target.photo)
         return SceneParameters(camera, sh)
 
+    @torch.no_grad()
+    def conditional_mean_shape(self, target: FitTarget, x_T: torch.Tensor) -> torch.Tensor:
+        """(B, K) shape coefficients (std units) of unguided conditional sampling from ``x_T`` with the
+        shape channels' noise zeroed: the conditional mean shape of the photos' identity embeddings."""
+        latent = self.pipeline.sample(target.batch_size, self.config.sampler, identity=target.identity,
+                                      guidance_scale=self.config.guidance_scale, x_T=x_T, shape_temperature=0.0)
+        return self._decode(latent).shape.detach()
+
     def _decode(self, z: torch.Tensor) -> DecodedFace:
         return self.pipeline.decode(z, quantize=True)
 
@@ -189,12 +212,15 @@ class Reconstructor:
             latent, history = optimize_latent(zero, self._decode, self.loss, params, target, cfg.optimize,
                                               mask=mask)
         else:
+            x_T = randn_tensor((batch, *self.pipeline.latent_shape), generator=generator, device=self.device)
+            if cfg.shape_prior == "conditional":
+                target.prior_shape = self.conditional_mean_shape(target, x_T)
             hook = None
             if cfg.method == "guided":
                 hook = FacialGuidance(self._decode, self.loss, params, target, cfg.guidance)
             latent = self.pipeline.sample(batch, cfg.sampler, identity=target.identity,
                                           guidance_scale=cfg.guidance_scale, generator=generator, hook=hook,
-                                          shape_temperature=cfg.shape_temperature)
+                                          x_T=x_T, shape_temperature=cfg.shape_temperature)
             with torch.no_grad():
                 face = self._decode(latent)
             if hook is not None:  # the guided camera stays; the lights follow the final albedo

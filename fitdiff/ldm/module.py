@@ -24,6 +24,7 @@ every validation sees the same draws.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -98,6 +99,10 @@ class LatentDiffusionModule(L.LightningModule):
         optimizer: ``_partial_`` optimiser node (default AdamW, lr 1e-4), used as given (never rescaled).
         scheduler: ``_partial_`` learning-rate schedule node (``fitdiff.optim``); None = constant.
         p_uncond: probability of training a sample with the null embedding (classifier-free guidance).
+        identity_noise: conditioning augmentation in training: each unit identity embedding gets isotropic
+            Gaussian noise of expected norm ``identity_noise`` and is re-normalised (0 = off). A recognizer
+            embeds the photos of the subjects it was trained on more tightly than those of new subjects;
+            the noise keeps the denoiser from reading more out of a training embedding than a new one holds.
         ema_decay: EMA decay (0.9999; warm-up min(decay, (1 + n) / (10 + n))); None disables the EMA.
         aux_losses: name -> ``_target_`` node of an auxiliary loss on the predicted x_0
             (:mod:`fitdiff.ldm.aux_losses`), each with its weight and timestep range.
@@ -130,6 +135,7 @@ class LatentDiffusionModule(L.LightningModule):
         optimizer: Mapping[str, Any] | None = None,
         scheduler: Mapping[str, Any] | None = None,
         p_uncond: float = 0.1,
+        identity_noise: float = 0.0,
         ema_decay: float | None = 0.9999,
         aux_losses: Mapping[str, Mapping[str, Any]] | None = None,
         guidance_scale: float = 3.0,
@@ -146,6 +152,8 @@ class LatentDiffusionModule(L.LightningModule):
             raise ConfigError(f"model.shape_loss_weight must be > 0, got {shape_loss_weight}")
         if not 0.0 <= p_uncond <= 1.0:
             raise ConfigError(f"model.p_uncond must be in [0, 1], got {p_uncond}")
+        if identity_noise < 0:
+            raise ConfigError(f"model.identity_noise must be >= 0, got {identity_noise}")
         ae = self._load_autoencoder(autoencoder, autoencoder_config)
         autoencoder_config = plain(dict(ae.config))
         if layout is None or stats is None:
@@ -291,13 +299,22 @@ class LatentDiffusionModule(L.LightningModule):
         loss = self.objective.loss(out, lb.z0, noise, t, self.alphas_cumprod, mask=self.loss_mask)
         return loss, out, x_t
 
+    def augment_identity(self, lb: LatentBatch) -> LatentBatch:
+        """``lb`` with noisy re-normalised identity embeddings (``model.identity_noise``; unchanged at 0)."""
+        sigma = float(self.hparams.get("identity_noise") or 0.0)
+        if sigma == 0.0:
+            return lb
+        e = lb.identity
+        noisy = e + sigma / e.shape[-1] ** 0.5 * torch.randn_like(e)
+        return dataclasses.replace(lb, identity=torch.nn.functional.normalize(noisy, dim=-1))
+
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         lb = self.latents(batch)
         b = lb.z0.shape[0]
         t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (b,), device=self.device)
         noise = torch.randn_like(lb.z0)
         uncond = torch.rand(b, device=self.device) < self.hparams.p_uncond
-        loss, out, x_t = self._diffusion_loss(self.denoiser, lb, t, noise, uncond)
+        loss, out, x_t = self._diffusion_loss(self.denoiser, self.augment_identity(lb), t, noise, uncond)
         logs = {"diffusion_loss": loss.mean()}
         total = loss.mean()
         if len(self.aux_losses):
