@@ -142,18 +142,41 @@ def _stage_latents(out_dir: Path) -> None:
                                              "--out", str(latents), "--overwrite"])
 
 
-def finished(run_dir: Path) -> bool:
-    """A diffusion run whose last checkpoint reached its configured ``trainer.max_steps``."""
-    import torch
+def _configured_steps(run_dir: Path) -> int | None:
+    """``trainer.max_steps`` of the run's own resolved config (None: no config there)."""
     from omegaconf import OmegaConf
 
     from fitdiff.tasks import RESOLVED_CONFIG
 
-    last, config = run_dir / "checkpoints" / "last.ckpt", run_dir / RESOLVED_CONFIG
-    if not last.is_file() or not config.is_file():
+    config = run_dir / RESOLVED_CONFIG
+    return int(OmegaConf.load(config).trainer.max_steps) if config.is_file() else None
+
+
+def finished(run_dir: Path) -> bool:
+    """A diffusion run whose last checkpoint reached its configured ``trainer.max_steps``."""
+    import torch
+
+    last, steps = run_dir / "checkpoints" / "last.ckpt", _configured_steps(run_dir)
+    if not last.is_file() or steps is None:
         return False
-    steps = OmegaConf.load(config).trainer.max_steps
-    return int(torch.load(last, map_location="cpu", weights_only=True).get("global_step", -1)) >= int(steps)
+    return int(torch.load(last, map_location="cpu", weights_only=True).get("global_step", -1)) >= steps
+
+
+def _set_aside_other_budget(name: str, run_dir: Path) -> None:
+    """A run of ``name`` made with another step budget than the experiment's current one is renamed to
+    ``<run_dir>-<steps>steps`` (kept, never overwritten), so the quickstart trains the current budget
+    from scratch instead of reusing or resuming it (a resumed run's learning-rate schedule would differ)."""
+    steps = _configured_steps(run_dir)
+    budget = int(compose_experiment(name, run_dir).trainer.max_steps)
+    if steps is None or steps == budget:
+        return
+    aside = run_dir.with_name(f"{run_dir.name}-{steps}steps")
+    n = 1
+    while aside.exists():
+        aside, n = run_dir.with_name(f"{run_dir.name}-{steps}steps-{n}"), n + 1
+    run_dir.rename(aside)
+    log.warning("%s in %s was trained for %d steps, the experiment's budget is now %d: moved it to %s and "
+                "training again", name, run_dir, steps, budget, aside)
 
 
 def diffusion_runs(out_dir: Path, ablations: bool) -> dict[str, Path]:
@@ -165,6 +188,7 @@ def diffusion_runs(out_dir: Path, ablations: bool) -> dict[str, Path]:
 def _stage_diffusion(out_dir: Path, ablations: bool = False) -> None:
     weights = out_dir / "autoencoder" / "autoencoder.safetensors"
     for name, run_dir in diffusion_runs(out_dir, ablations).items():
+        _set_aside_other_budget(name, run_dir)
         if finished(run_dir):
             log.info("reusing the finished diffusion run %s (delete it to retrain)", run_dir)
             continue
