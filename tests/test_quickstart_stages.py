@@ -21,6 +21,7 @@ def test_a_run_of_another_step_budget_is_set_aside_not_reused(tmp_path):
     old = tmp_path / "ldm"
     _fake_run(old, budget // 2, budget // 2)
     assert stages.finished(old)  # finished by its own budget...
+    assert not stages.finished(old, "quickstart_ldm")  # ...not by the current one (make tables refuses it)
     stages._set_aside_other_budget("quickstart_ldm", old)
     aside = tmp_path / f"ldm-{budget // 2}steps"
     assert not old.exists() and stages.finished(aside)  # ...kept under a new name, nothing lost
@@ -35,5 +36,7 @@ def test_a_run_of_the_current_budget_stays(tmp_path):
     _fake_run(run, budget, budget // 2)  # interrupted: resumed in place by the stage
     stages._set_aside_other_budget("quickstart_ldm", run)
     assert run.is_dir() and not stages.finished(run)
+    _fake_run(tmp_path / "done", budget, budget)
+    assert stages.finished(tmp_path / "done", "quickstart_ldm")
     stages._set_aside_other_budget("quickstart_ldm", tmp_path / "never_trained")  # nothing there: no-op
     assert not (tmp_path / "never_trained").exists()

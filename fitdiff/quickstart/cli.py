@@ -59,9 +59,10 @@ def tables_main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="more evaluate.py overrides")
     args = parser.parse_args(argv)
     _logging()
-    missing = [r for r in diffusion_runs(args.out, args.ablations).values() if not finished(r)]
+    missing = [r for n, r in diffusion_runs(args.out, args.ablations).items() if not finished(r, n)]
     if missing:
-        log.error("no finished diffusion run in %s: run make quickstart first", ", ".join(map(str, missing)))
+        log.error("no finished diffusion run of the current step budget in %s: run make quickstart first",
+                  ", ".join(map(str, missing)))
         return 2
     start = time.perf_counter()
     run_child("evaluate.py", [*evaluate_args(args.out, args.ablations), *FULL_TABLES, *args.overrides,

@@ -152,12 +152,15 @@ def _configured_steps(run_dir: Path) -> int | None:
     return int(OmegaConf.load(config).trainer.max_steps) if config.is_file() else None
 
 
-def finished(run_dir: Path) -> bool:
-    """A diffusion run whose last checkpoint reached its configured ``trainer.max_steps``."""
+def finished(run_dir: Path, name: str | None = None) -> bool:
+    """A diffusion run whose last checkpoint reached its configured ``trainer.max_steps`` (with ``name``,
+    also the current budget of experiment ``name``)."""
     import torch
 
     last, steps = run_dir / "checkpoints" / "last.ckpt", _configured_steps(run_dir)
     if not last.is_file() or steps is None:
+        return False
+    if name is not None and steps != int(compose_experiment(name, run_dir).trainer.max_steps):
         return False
     return int(torch.load(last, map_location="cpu", weights_only=True).get("global_step", -1)) >= steps
 
