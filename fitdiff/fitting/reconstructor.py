@@ -212,8 +212,9 @@ class Reconstructor:
             latent, history = optimize_latent(zero, self._decode, self.loss, params, target, cfg.optimize,
                                               mask=mask)
         else:
-            x_T = randn_tensor((batch, *self.pipeline.latent_shape), generator=generator, device=self.device)
+            x_T = None  # drawn by the sampler, unless the prior's pass must start from the same noise
             if cfg.shape_prior == "conditional":
+                x_T = randn_tensor((batch, *self.pipeline.latent_shape), generator=generator, device=self.device)
                 target.prior_shape = self.conditional_mean_shape(target, x_T)
             hook = None
             if cfg.method == "guided":

@@ -152,6 +152,11 @@ def _configured_steps(run_dir: Path) -> int | None:
     return int(OmegaConf.load(config).trainer.max_steps) if config.is_file() else None
 
 
+def _current_steps(name: str, run_dir: Path) -> int:
+    """``trainer.max_steps`` of experiment ``name`` as it is configured now."""
+    return int(compose_experiment(name, run_dir).trainer.max_steps)
+
+
 def finished(run_dir: Path, name: str | None = None) -> bool:
     """A diffusion run whose last checkpoint reached its configured ``trainer.max_steps`` (with ``name``,
     also the current budget of experiment ``name``)."""
@@ -160,7 +165,7 @@ def finished(run_dir: Path, name: str | None = None) -> bool:
     last, steps = run_dir / "checkpoints" / "last.ckpt", _configured_steps(run_dir)
     if not last.is_file() or steps is None:
         return False
-    if name is not None and steps != int(compose_experiment(name, run_dir).trainer.max_steps):
+    if name is not None and steps != _current_steps(name, run_dir):
         return False
     return int(torch.load(last, map_location="cpu", weights_only=True).get("global_step", -1)) >= steps
 
@@ -170,8 +175,10 @@ def _set_aside_other_budget(name: str, run_dir: Path) -> None:
     ``<run_dir>-<steps>steps`` (kept, never overwritten), so the quickstart trains the current budget
     from scratch instead of reusing or resuming it (a resumed run's learning-rate schedule would differ)."""
     steps = _configured_steps(run_dir)
-    budget = int(compose_experiment(name, run_dir).trainer.max_steps)
-    if steps is None or steps == budget:
+    if steps is None:
+        return
+    budget = _current_steps(name, run_dir)
+    if steps == budget:
         return
     aside = run_dir.with_name(f"{run_dir.name}-{steps}steps")
     n = 1
